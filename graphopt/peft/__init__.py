@@ -1,0 +1,1 @@
+"""Parameter-efficient fine-tuning with principal-component nodes and GGM allocation."""
