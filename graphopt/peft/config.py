@@ -1,0 +1,193 @@
+"""``GGMConfig``: every knob of the principal-component adapter and its GGM allocation.
+
+The defaults are the published ones (ALGORITHMS.md §2-§3): r = 10 principal components per
+attention query/key/value matrix, scores with β₁ = β₂ = 0.85, k = 30 important nodes,
+K = 60 selected nodes, τ = 20, λ = 1000, g = 0.9, one warm-up epoch, one scoring epoch.
+The config is a plain dataclass, validated in ``__post_init__`` and JSON-serialisable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["GGMConfig", "SELECTION_POLICIES", "QKV_SUFFIXES"]
+
+#: Allocation policies: the GGM, two same-budget baselines, and "none" (= pc-all, no freezing).
+SELECTION_POLICIES = ("ggm", "random", "top-importance", "none")
+
+#: Module-name suffixes matched by ``target_modules="qkv"`` (BERT/RoBERTa, GPT-2, DistilBERT,
+#: Llama-style models).
+QKV_SUFFIXES = ("query", "key", "value", "c_attn", "q_lin", "k_lin", "v_lin",
+                "q_proj", "k_proj", "v_proj")
+
+
+def _positive_int(name: str, value: Any, *, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _finite_float(name: str, value: Any, *, low: float, low_open: bool,
+                  high: float = math.inf, high_open: bool = True) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    v = float(value)
+    ok_low = v > low if low_open else v >= low
+    ok_high = v < high if high_open else v <= high
+    if not math.isfinite(v) or not (ok_low and ok_high):
+        lo = "(" if low_open else "["
+        hi = ")" if high_open else "]"
+        raise ValueError(f"{name} must lie in {lo}{low}, {high}{hi}, got {value}")
+
+
+@dataclass
+class GGMConfig:
+    """Configuration of the principal-component adapter and its allocation.
+
+    Parameters
+    ----------
+    rank : r, principal components per target matrix (W = W_res + Σ_{i<r} a_i b_iᵀ).
+    target_modules : ``"qkv"`` (attention query/key/value), ``"all-linear"``, a list of
+        module-name suffixes (``"query"`` matches ``...attention.self.query``), or a regex
+        string prefixed ``"re:"`` matched with ``re.fullmatch`` against full module names.
+    rank_pattern : regex -> r overrides (``re.search`` on the full module name, first match
+        in insertion order wins).
+    bias_nodes : make each target layer's bias one more trainable node.
+    modules_to_save : names (suffixes) of modules trained in full — the task head. ``None``
+        detects ``classifier``, ``score`` and ``pre_classifier``.
+    selection : ``"ggm"`` | ``"random"`` | ``"top-importance"`` | ``"none"`` (pc-all).
+    n_important : k, the important nodes I (top column means of the log scores).
+    n_select : K, nodes kept trainable after selection (I plus the K − k best linked nodes).
+    tau, lam, g, omega_step : the ℓ2,g-GGM weights and Ω-update (ALGORITHMS.md §2).
+    select_by : rank non-important nodes by ‖Ω_{I,j}‖₂ (``"omega"``, released) or by
+        ‖Δ_{I,j}‖₂ (``"delta"``).
+    beta1, beta2 : EMA factors of the sensitivity Ī and uncertainty Ū (ALGORITHMS.md §3).
+    warmup_epochs, scoring_epochs : published schedule lengths, in epochs (may be fractional).
+    warmup_steps, scoring_steps : when set, override the epoch lengths (optimiser steps).
+    regularization : ε passed to the solver for a rank-deficient S (``None``: its default).
+    seed : seed of the ``"random"`` policy.
+    """
+
+    rank: int = 10
+    target_modules: str | list[str] = "qkv"
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+    bias_nodes: bool = False
+    modules_to_save: list[str] | None = None
+    selection: str = "ggm"
+    n_important: int = 30
+    n_select: int = 60
+    tau: float = 20.0
+    lam: float = 1000.0
+    g: float = 0.9
+    omega_step: str = "exact"
+    select_by: str = "omega"
+    beta1: float = 0.85
+    beta2: float = 0.85
+    warmup_epochs: float = 1.0
+    scoring_epochs: float = 1.0
+    warmup_steps: int | None = None
+    scoring_steps: int | None = None
+    regularization: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive_int("rank", self.rank)
+        self._check_targets()
+        if not isinstance(self.rank_pattern, dict):
+            raise TypeError("rank_pattern must be a dict of regex -> int")
+        for pattern, r in self.rank_pattern.items():
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"rank_pattern key {pattern!r} is not a valid regex: {exc}") from exc
+            _positive_int(f"rank_pattern[{pattern!r}]", r)
+        if not isinstance(self.bias_nodes, bool):
+            raise TypeError("bias_nodes must be a bool")
+        if self.modules_to_save is not None:
+            if isinstance(self.modules_to_save, str) or not all(
+                    isinstance(m, str) and m for m in self.modules_to_save):
+                raise TypeError("modules_to_save must be None or a list of module names")
+            self.modules_to_save = list(self.modules_to_save)
+        if self.selection not in SELECTION_POLICIES:
+            raise ValueError(f"selection must be one of {SELECTION_POLICIES}, got {self.selection!r}")
+        _positive_int("n_important", self.n_important)
+        _positive_int("n_select", self.n_select)
+        if self.n_important > self.n_select:
+            raise ValueError(f"n_important ({self.n_important}) must not exceed "
+                             f"n_select ({self.n_select})")
+        _finite_float("tau", self.tau, low=0.0, low_open=False)
+        _finite_float("lam", self.lam, low=0.0, low_open=True)
+        _finite_float("g", self.g, low=0.0, low_open=True, high=1.0, high_open=False)
+        if self.omega_step not in ("exact", "released"):
+            raise ValueError(f"omega_step must be 'exact' or 'released', got {self.omega_step!r}")
+        if self.select_by not in ("omega", "delta"):
+            raise ValueError(f"select_by must be 'omega' or 'delta', got {self.select_by!r}")
+        _finite_float("beta1", self.beta1, low=0.0, low_open=False, high=1.0)
+        _finite_float("beta2", self.beta2, low=0.0, low_open=False, high=1.0)
+        _finite_float("warmup_epochs", self.warmup_epochs, low=0.0, low_open=False)
+        _finite_float("scoring_epochs", self.scoring_epochs, low=0.0, low_open=False)
+        if self.warmup_steps is not None:
+            _positive_int("warmup_steps", self.warmup_steps, allow_zero=True)
+        if self.scoring_steps is not None:
+            _positive_int("scoring_steps", self.scoring_steps, allow_zero=True)
+        if self.regularization is not None:
+            _finite_float("regularization", self.regularization, low=0.0, low_open=False)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"seed must be an int, got {type(self.seed).__name__}")
+
+    def _check_targets(self) -> None:
+        t = self.target_modules
+        if isinstance(t, str):
+            if t.startswith("re:"):
+                try:
+                    re.compile(t[3:])
+                except re.error as exc:
+                    raise ValueError(f"target_modules regex {t[3:]!r} is invalid: {exc}") from exc
+            elif t not in ("qkv", "all-linear"):
+                raise ValueError("target_modules must be 'qkv', 'all-linear', 're:<regex>' or a "
+                                 f"list of module-name suffixes, got {t!r}")
+            return
+        if not isinstance(t, (list, tuple)) or not t or not all(isinstance(s, str) and s for s in t):
+            raise TypeError("target_modules must be a non-empty list of module-name suffixes, "
+                            f"got {t!r}")
+        self.target_modules = list(t)
+
+    def rank_for(self, module_name: str) -> int:
+        """r for one module: the first matching ``rank_pattern`` regex, else ``rank``."""
+        for pattern, r in self.rank_pattern.items():
+            if re.search(pattern, module_name):
+                return r
+        return self.rank
+
+    def phase_lengths(self, steps_per_epoch: int | None) -> tuple[int, int]:
+        """(warm-up steps, scoring steps): explicit step counts, else epochs × steps_per_epoch."""
+        def resolve(steps: int | None, epochs: float, name: str) -> int:
+            if steps is not None:
+                return steps
+            if steps_per_epoch is None:
+                raise ValueError(f"steps_per_epoch is needed to turn {name}={epochs} into steps "
+                                 f"(or set {name.replace('epochs', 'steps')})")
+            return int(round(epochs * steps_per_epoch))
+        return (resolve(self.warmup_steps, self.warmup_epochs, "warmup_epochs"),
+                resolve(self.scoring_steps, self.scoring_epochs, "scoring_epochs"))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (``from_dict`` inverts it)."""
+        d = dataclasses.asdict(self)
+        if isinstance(d["target_modules"], tuple):
+            d["target_modules"] = list(d["target_modules"])
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GGMConfig":
+        """Rebuild a config; unknown keys are an error (a config from another tool/version)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown GGMConfig fields {unknown}; known fields: {sorted(known)}")
+        return cls(**data)
