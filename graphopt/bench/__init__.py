@@ -1,0 +1,1 @@
+"""Benchmarks reachable from the CLI (`graphopt bench <name>`); `benchmarks/*.py` wrap these."""
