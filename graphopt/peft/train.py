@@ -1,0 +1,228 @@
+"""The training / evaluation loop of ``graphopt finetune``: tokenise, batch, train, evaluate.
+
+A plain PyTorch loop (AdamW, constant learning rate) so that every method runs through the
+same code: the optimiser is built once over every parameter that trains at the start; the
+GGM allocator (when there is one) is stepped after every optimiser step and freezes nodes
+itself. Every step is timed, and the time spent inside the allocator (scoring, covariance,
+GGM solve, selection) is recorded separately so its share of the fine-tune can be reported.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel and
+each process trains on its slice of every global batch; evaluation runs on every process.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from graphopt.peft.data import TextDataset
+
+__all__ = ["EncodedDataset", "encode", "batches", "evaluate", "classification_metrics",
+           "peak_memory", "TrainResult", "train_model"]
+
+
+@dataclass
+class EncodedDataset:
+    """Tokenised examples (unpadded id lists) and their labels."""
+
+    input_ids: list[list[int]]
+    token_type_ids: list[list[int]] | None
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+
+def encode(tokenizer: Any, data: TextDataset, max_length: int) -> EncodedDataset:
+    """Tokenise once, truncated to ``max_length`` tokens, without padding (batches pad)."""
+    enc = tokenizer(data.texts, data.text_pairs, truncation=True, max_length=max_length,
+                    padding=False)
+    tti = enc.get("token_type_ids")
+    return EncodedDataset(list(enc["input_ids"]), None if tti is None else list(tti),
+                          data.labels.copy())
+
+
+def _collate(data: EncodedDataset, idx: Sequence[int], pad_id: int,
+             device: torch.device) -> dict[str, torch.Tensor]:
+    """Right-pad a batch to its longest sequence."""
+    length = max(len(data.input_ids[i]) for i in idx)
+    ids = torch.full((len(idx), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(idx), length), dtype=torch.long)
+    tti = torch.zeros((len(idx), length), dtype=torch.long) if data.token_type_ids else None
+    for row, i in enumerate(idx):
+        seq = data.input_ids[i]
+        ids[row, :len(seq)] = torch.as_tensor(seq)
+        mask[row, :len(seq)] = 1
+        if tti is not None:
+            tti[row, :len(seq)] = torch.as_tensor(data.token_type_ids[i])
+    batch = {"input_ids": ids, "attention_mask": mask,
+             "labels": torch.as_tensor(data.labels[list(idx)], dtype=torch.long)}
+    if tti is not None:
+        batch["token_type_ids"] = tti
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def batches(n: int, batch_size: int, rng: np.random.Generator | None) -> list[np.ndarray]:
+    """Index batches over ``n`` examples: shuffled by ``rng``, or in order when it is None."""
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def classification_metrics(labels: np.ndarray, preds: np.ndarray, num_labels: int) -> dict[str, float]:
+    """Accuracy and macro-F1 (the unweighted mean over classes of 2PR/(P+R); 0 for a class
+    never predicted nor present)."""
+    labels = np.asarray(labels)
+    preds = np.asarray(preds)
+    f1s = []
+    for c in range(num_labels):
+        tp = np.sum((preds == c) & (labels == c))
+        fp = np.sum((preds == c) & (labels != c))
+        fn = np.sum((preds != c) & (labels == c))
+        f1s.append(0.0 if tp == 0 else 2 * tp / (2 * tp + fp + fn))
+    return {"accuracy": float(np.mean(preds == labels)), "macro_f1": float(np.mean(f1s))}
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: EncodedDataset, *, batch_size: int, pad_id: int,
+             device: torch.device, num_labels: int, desc: str = "eval",
+             progress: bool = True) -> dict[str, float]:
+    """Mean loss, accuracy and macro-F1 of ``model`` on ``data``."""
+    from tqdm.auto import tqdm
+
+    was_training = model.training
+    model.eval()
+    preds, total_loss = [], torch.zeros((), device=device)
+    for idx in tqdm(batches(len(data), batch_size, None), desc=desc, leave=False,
+                    disable=not progress, file=sys.stderr):
+        out = model(**_collate(data, idx, pad_id, device))
+        total_loss += out.loss.detach().float() * len(idx)
+        preds.append(out.logits.argmax(-1))
+    model.train(was_training)
+    pred = torch.cat(preds).cpu().numpy()
+    result = classification_metrics(data.labels, pred, num_labels)
+    result["loss"] = float(total_loss) / max(len(data), 1)
+    return result
+
+
+def peak_memory(device: torch.device) -> dict[str, float | None]:
+    """Process peak resident set size (MiB) and, on CUDA, peak allocated GPU memory (MiB)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ru_maxrss is KiB on Linux, bytes on macOS.
+    rss_mib = rss / 2**20 if sys.platform == "darwin" else rss / 1024
+    cuda = None
+    if device.type == "cuda":
+        cuda = torch.cuda.max_memory_allocated(device) / 2**20
+    return {"peak_rss_mib": rss_mib, "cuda_max_allocated_mib": cuda}
+
+
+@dataclass
+class TrainResult:
+    """What ``train_model`` measured."""
+
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)      # seconds per optimiser step
+    step_phases: list[str] = field(default_factory=list)       # allocator phase at that step
+    allocator_times: list[float] = field(default_factory=list)  # seconds inside allocator.step
+    selection_step: int | None = None                          # step after which nodes froze
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    trainable_after_selection: int | None = None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedDataset, *,
+                num_labels: int, epochs: int, steps_per_epoch: int, batch_size: int, lr: float,
+                pad_id: int, device: torch.device, allocator: Any | None = None,
+                max_steps: int | None = None, seed: int = 0, weight_decay: float = 0.0,
+                rank: int = 0, world_size: int = 1, progress: bool = True,
+                count_trainable: Any = None, eval_model: nn.Module | None = None) -> TrainResult:
+    """Train for ``epochs`` × ``steps_per_epoch`` steps (or ``max_steps``), evaluating each epoch.
+
+    Each epoch draws a fresh seeded permutation of the training set and takes its first
+    ``steps_per_epoch`` batches of ``batch_size`` (the global batch: with ``world_size``
+    processes, process ``rank`` computes rows ``rank::world_size`` of it). ``eval_model`` is
+    the module evaluated each epoch (the unwrapped model under DDP; default ``model``).
+    """
+    from tqdm.auto import tqdm
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    rng = np.random.default_rng(seed)
+    result = TrainResult()
+    total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
+    step = 0
+    show = progress and rank == 0
+    model.train()
+    for epoch in range(epochs):
+        if step >= total:
+            break
+        t_epoch = time.perf_counter()
+        epoch_batches = batches(len(train), batch_size, rng)[:steps_per_epoch]
+        losses = []
+        bar = tqdm(epoch_batches[:total - step], desc=f"epoch {epoch + 1}/{epochs}",
+                   disable=not show, file=sys.stderr, dynamic_ncols=True)
+        for idx in bar:
+            _sync(device)
+            t0 = time.perf_counter()
+            local = idx[rank::world_size] if world_size > 1 else idx
+            out = model(**_collate(train, local, pad_id, device))
+            out.loss.backward()
+            optimizer.step()
+            phase = getattr(allocator, "phase", "train") if allocator is not None else "train"
+            _sync(device)
+            t1 = time.perf_counter()
+            if allocator is not None:
+                # The scores read p.grad: step the allocator before the gradients are cleared.
+                allocator.step()
+                _sync(device)
+                if result.selection_step is None and getattr(allocator, "allocation", None) is not None:
+                    result.selection_step = step + 1
+                    if count_trainable is not None:
+                        result.trainable_after_selection = count_trainable()
+            t2 = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            result.step_times.append(t2 - t0)
+            result.allocator_times.append(t2 - t1)
+            result.step_phases.append(phase)
+            loss = float(out.loss.detach())
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"training loss became {loss} at step {step + 1}; "
+                                         f"lower --lr")
+            losses.append(loss)
+            step += 1
+            bar.set_postfix(loss=f"{loss:.3f}", phase=phase)
+        bar.close()
+        train_time = time.perf_counter() - t_epoch
+        t_eval = time.perf_counter()
+        val = evaluate(eval_model if eval_model is not None else model, validation,
+                       batch_size=2 * batch_size, pad_id=pad_id, device=device,
+                       num_labels=num_labels, desc="validation", progress=show)
+        eval_time = time.perf_counter() - t_eval
+        result.train_s += train_time
+        result.eval_s += eval_time
+        record = {"epoch": epoch + 1, "steps": len(losses), "global_step": step,
+                  "train_loss": float(np.mean(losses)) if losses else None,
+                  "validation": val, "train_s": train_time, "eval_s": eval_time}
+        if allocator is not None:
+            record["phase_at_end"] = getattr(allocator, "phase", None)
+        result.epochs.append(record)
+        if show:
+            print(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}  "
+                  f"validation accuracy {val['accuracy']:.4f}  macro-F1 {val['macro_f1']:.4f}",
+                  file=sys.stderr)
+    return result
