@@ -424,3 +424,94 @@ def test_spectral_trainer_filters_in_pre_optimizer_step_and_adds_the_regulariser
     assert train_logs[0]["spectral_reg"] == 0.0 and train_logs[-1]["spectral_reg"] > 0  # Θ = Θ⁰ at step 1
     plain, *_ = _trainer_run(tmp_path / "b", False)
     assert not all(torch.equal(a, b) for a, b in zip(model.parameters(), plain.parameters()))
+
+
+# -- CLI hooks ---------------------------------------------------------------------------------
+def _parser():
+    import argparse
+
+    from graphopt.peft.spectral_coordination import add_spectral_arguments
+
+    parser = argparse.ArgumentParser()
+    add_spectral_arguments(parser)
+    return parser
+
+
+def _loop(model, coord, steps, freeze_at=None):
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    for s in range(steps):
+        if freeze_at is not None and s == freeze_at:
+            model[0].bias.requires_grad_(False)
+            model[0].bias.grad = None
+        x, y = batch(s, next(model.parameters()).dtype)
+        loss = nn.functional.cross_entropy(model(x), y)
+        if coord is not None and (term := coord.loss_term(model)) is not None:
+            loss = loss + term
+        opt.zero_grad()
+        loss.backward()
+        if coord is not None:
+            coord.before_optimizer_step(model)
+        opt.step()
+
+
+def test_cli_options_parse_and_reject_bad_values(capsys):
+    from graphopt.peft.spectral_coordination import build_spectral_coordination
+
+    args = _parser().parse_args(["--spectral-reg", "0.1", "--spectral-filter", "heat:t=2",
+                                 "--spectral-mix", "0.5", "--spectral-graph", "rows"])
+    assert (args.spectral_reg, args.spectral_filter, args.spectral_mix, args.spectral_graph) == \
+        (0.1, "heat:t=2", 0.5, "rows")
+    assert build_spectral_coordination(_parser().parse_args([]), tiny_model(), "full") is None
+    for bad in (["--spectral-mix", "1.5"], ["--spectral-filter", "bandpass:t=1"],
+                ["--spectral-reg", "-1"], ["--spectral-graph", "spectral"]):
+        with pytest.raises(SystemExit):
+            _parser().parse_args(bad)
+    assert "spectral-mix" in capsys.readouterr().err
+
+
+def test_coordination_hooks_in_a_plain_loop_record_metrics():
+    from graphopt.peft.spectral_coordination import build_spectral_coordination
+
+    m = tiny_model()
+    args = _parser().parse_args(["--spectral-reg", "0.5", "--spectral-filter", "tikhonov:a=1",
+                                 "--spectral-mix", "0.8", "--spectral-graph", "rows", "--spectral-k", "3"])
+    coord = build_spectral_coordination(args, m, "full")
+    _loop(m, coord, 5)
+    s = coord.summary()
+    assert s["steps"] == 5 and s["blocks"] == {"6": 8, "8": 4} and s["filter"] == "tikhonov:a=1"
+    assert s["reg_per_step"][0] == 0.0 and s["reg_per_step"][-1] > 0
+    assert all(0 < r < 1 for r in s["removed_energy_per_step"])
+    assert set(coord.metrics()) == {"spectral_reg", "spectral_removed_energy"}
+
+
+def test_coordination_follows_a_selection_and_knn_keeps_pretrained_distances():
+    from graphopt.peft.spectral_coordination import build_spectral_coordination
+
+    m = tiny_model()
+    args = _parser().parse_args(["--spectral-filter", "heat:t=1", "--spectral-graph", "rows",
+                                 "--spectral-k", "3", "--spectral-reg", "0.1"])
+    coord = build_spectral_coordination(args, m, "bitfit")
+    W0 = {b.name: b.W.clone() for b in coord.graph.blocks}
+    pretrained_rows = m[2].weight.detach().clone()
+    _loop(m, coord, 6, freeze_at=3)
+    assert m[0].bias.grad is None  # the filter never creates a gradient for a frozen node
+    blocks = {b.name: b for b in coord.graph.blocks}
+    assert blocks["8"].n_nodes == 3 and blocks["8"].node_names == [f"2.weight[{i}]" for i in range(3)]
+    assert not torch.equal(m[2].weight.detach(), pretrained_rows)
+    torch.testing.assert_close(blocks["6"].W, W0["6"], rtol=0, atol=0)
+    torch.testing.assert_close(blocks["8"].W, torch.as_tensor(knn_graph(pretrained_rows, 2)), rtol=0, atol=0)
+
+
+def test_scores_graph_is_built_after_its_window():
+    from graphopt.peft.spectral_coordination import build_spectral_coordination
+
+    m = tiny_model()
+    args = _parser().parse_args(["--spectral-filter", "heat:t=1", "--spectral-graph", "scores",
+                                 "--spectral-window", "4", "--spectral-k", "3"])
+    coord = build_spectral_coordination(args, m, "full")
+    assert coord.graph.blocks == []
+    _loop(m, coord, 3)
+    assert coord.graph.blocks == [] and all(np.isnan(coord.removed_history))
+    _loop(m, coord, 2)
+    assert {b.name for b in coord.graph.blocks} == {"6", "8"}
+    assert not np.isnan(coord.removed_history[-1])

@@ -306,6 +306,7 @@ class ParameterGraph:
     weights: Mapping[str, torch.Tensor] | None = None
     blocks: list[ParameterBlock] = field(default_factory=list)
     version: int = 0
+    _pretrained: dict[int, torch.Tensor] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.edges not in EDGE_KINDS:
@@ -329,17 +330,21 @@ class ParameterGraph:
     def rebuild(self, signals: Mapping[str, torch.Tensor] | None = None) -> ParameterGraph:
         """(Re)build every block's graph from the current active nodes.
 
-        ``knn`` uses the parameters' current values (call it before training for the
-        pretrained Θ₀); ``signals`` needs ``signals[block_name]`` (n × T). Blocks with fewer
+        ``knn`` uses the node vectors of :meth:`snapshot` (taken at the first build, normally
+        the pretrained Θ⁰); ``signals`` needs ``signals[block_name]`` (n × T). Blocks with fewer
         than 2 nodes have no edges and are dropped.
         """
+        if self._pretrained is None:
+            self.snapshot()
+        pre = self._pretrained
+        assert pre is not None
         blocks = []
         for name, nodes in self.grouped().items():
             blk_nodes_n = sum(node.rows for node in nodes)
             if blk_nodes_n < 2:
                 continue
             with torch.no_grad():
-                X = _stack(nodes, lambda p: p.detach())
+                X = _stack(nodes, lambda p: pre[id(p)])
             sig = None if signals is None else signals.get(name)
             if self.edges == "signals" and sig is None:
                 continue  # no signals yet for this block: no graph, no coordination
@@ -352,6 +357,19 @@ class ParameterGraph:
         self.blocks = blocks
         self.version += 1
         return self
+
+    def snapshot(self) -> None:
+        """Take the node vectors the k-NN kernel uses (Θ⁰): the parameters' values now.
+
+        Taken automatically at the first build, so later rebuilds (a schedule, a selection)
+        keep measuring distances between the *pretrained* vectors.
+        """
+        # Keyed by id(): tensors hash by identity but compare elementwise.
+        self._pretrained = {}
+        for node in self.nodes:
+            for piece in node.pieces:
+                if id(piece.param) not in self._pretrained:
+                    self._pretrained[id(piece.param)] = piece.param.detach().clone()
 
     def active_signature(self) -> tuple[bool, ...]:
         """Which nodes are trainable now; a change means the graph should be rebuilt."""
@@ -375,8 +393,8 @@ def build_parameter_graph(
 ) -> ParameterGraph:
     """Nodes of a model (or a user node list) and their block graphs, built now.
 
-    ``edges="knn"`` builds from the current parameter values, so call this before training
-    to get the pretrained-vector graph. ``weights`` (edges="user") and ``signals``
+    ``edges="knn"`` measures distances between the parameter values at this call (kept for
+    every later rebuild), so call it before training to get the pretrained-vector graph. ``weights`` (edges="user") and ``signals``
     (edges="signals") are keyed by block name (the piece widths joined by "x", e.g. "384x384").
     """
     if isinstance(model_or_nodes, nn.Module):
@@ -388,4 +406,6 @@ def build_parameter_graph(
     graph = ParameterGraph(node_list, edges=edges, k=k, laplacian_kind=laplacian_kind, weights=weights)
     if edges != "signals" or signals is not None:
         graph.rebuild(signals)
+    else:
+        graph.snapshot()
     return graph

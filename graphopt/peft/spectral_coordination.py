@@ -1,0 +1,300 @@
+"""Spectral coordination for ``graphopt finetune``: CLI options and the training-loop hooks.
+
+``add_spectral_arguments(parser)`` adds the options; ``build_spectral_coordination(args,
+model, method)`` returns a :class:`SpectralCoordination` (or None when neither the
+regulariser nor the filter is asked for) whose hooks go into any training loop:
+
+    loss = out.loss
+    if coord is not None and (term := coord.loss_term(model)) is not None:
+        loss = loss + term                      # μ Σ_b tr(ΔᵀL_bΔ)
+    loss.backward()
+    if coord is not None:
+        coord.before_optimizer_step(model)      # G ← (1−β)G + β h(L)G, signals, rebuilds
+    optimizer.step()
+
+Graphs (``--spectral-graph``): ``knn`` = the method's natural nodes (PC nodes [a_i; b_i] for
+ggm / pc-all / random / top-importance, LoRA rank components [B[:, i]; A[i, :]] for lora /
+pissa, rows of the trainable matrices and whole bias vectors for full / bitfit) with a
+Gaussian k-NN graph on their pretrained values; ``rows`` = rows of the trainable matrices
+whatever the method; ``scores`` = the natural nodes with edges from the correlation of their
+per-step sensitivity scores s_i = mean |θ ⊙ ∇θ| over the first ``--spectral-window`` steps
+(no coordination before that), rebuilt every ``--spectral-rebuild-every`` steps.
+A GGM selection that freezes nodes is detected (the set of trainable nodes changes) and every
+block graph is restricted to the surviving nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections import deque
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..responses import parse_response
+from .param_graph import ParameterGraph, build_parameter_graph
+from .spectral_filter import FILTER_METHODS, SpectralGradientFilter
+from .spectral_reg import SpectralRegularizer
+
+__all__ = [
+    "GRAPH_CHOICES",
+    "add_spectral_arguments",
+    "build_spectral_coordination",
+    "SpectralCoordination",
+    "SignalRecorder",
+]
+
+GRAPH_CHOICES = ("knn", "scores", "rows")
+
+
+def _nonneg_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return v
+
+
+def _mix(text: str) -> float:
+    v = _nonneg_float(text)
+    if v > 1:
+        raise argparse.ArgumentTypeError(f"the mixing weight must lie in [0, 1], got {text!r}")
+    return v
+
+
+def _response(text: str) -> str:
+    try:
+        parse_response(text)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _pos_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return v
+
+
+def add_spectral_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``--spectral-*`` options (issue 5) to ``parser`` (one argument group)."""
+    g = parser.add_argument_group(
+        "spectral coordination", "graph Dirichlet regulariser and spectral gradient filter "
+        "over parameter nodes (docs/spectral-training.md); combine with any --method")
+    g.add_argument("--spectral-reg", type=_nonneg_float, default=0.0, metavar="MU",
+                   help="add MU * sum_b tr((Θ−Θ0)ᵀ L_b (Θ−Θ0)) to the loss (default 0: off)")
+    g.add_argument("--spectral-filter", type=_response, default=None, metavar="RESPONSE",
+                   help="low-pass the node gradients before each optimiser step: "
+                        "heat:t=T | tikhonov:a=A | lowpass:k=K (default: off)")
+    g.add_argument("--spectral-mix", type=_mix, default=1.0, metavar="BETA",
+                   help="G <- (1-BETA) G + BETA h(L) G, BETA in [0, 1] (default 1)")
+    g.add_argument("--spectral-graph", choices=GRAPH_CHOICES, default="knn",
+                   help="knn: method's nodes, Gaussian k-NN on pretrained values; rows: rows "
+                        "of the trainable matrices; scores: method's nodes, correlation of "
+                        "their sensitivity scores (default knn)")
+    g.add_argument("--spectral-k", type=_pos_int, default=10, metavar="K",
+                   help="neighbours per node in the graph (default 10)")
+    g.add_argument("--spectral-method", choices=FILTER_METHODS, default="auto",
+                   help="filter method: auto (Chebyshev; exact for lowpass), exact, chebyshev, "
+                        "solve (tikhonov only) (default auto)")
+    g.add_argument("--spectral-order", type=_pos_int, default=30, metavar="K",
+                   help="Chebyshev polynomial order (default 30)")
+    g.add_argument("--spectral-window", type=_pos_int, default=20, metavar="T",
+                   help="--spectral-graph scores: steps of scores before the graph is built "
+                        "(default 20)")
+    g.add_argument("--spectral-rebuild-every", type=_nonneg_int, default=0, metavar="N",
+                   help="rebuild the graph every N optimiser steps (default 0: knn/rows never, "
+                        "scores once after the window)")
+
+
+class SignalRecorder:
+    """Per-step node sensitivities s_i = mean |θ ⊙ ∇θ| over each node, last ``window`` steps.
+
+    The same statistic as the importance samples of ALGORITHMS.md §3 (before smoothing);
+    stored per block as a ring buffer, so ``signals()`` gives each block's n × T matrix of
+    log scores (−inf clipped to −200, as in §3) for :func:`graphopt.graph.similarity_graph`.
+    """
+
+    def __init__(self, graph: ParameterGraph, window: int) -> None:
+        self.graph = graph
+        self.window = window
+        self._buf: dict[str, deque[torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def record(self) -> None:
+        for name, nodes in self.graph.grouped().items():
+            from .param_graph import _stack  # the block layout, without building a graph
+
+            if sum(node.rows for node in nodes) < 2:
+                continue
+            if not any(p.param.grad is not None for node in nodes for p in node.pieces):
+                continue
+            s = (_stack(nodes, lambda p: p.detach()) * _stack(nodes, lambda p: p.grad)).abs().mean(dim=1)
+            self._buf.setdefault(name, deque(maxlen=self.window)).append(s)
+
+    def reset(self) -> None:
+        self._buf = {}
+
+    def ready(self) -> bool:
+        return bool(self._buf) and all(len(b) == self.window for b in self._buf.values())
+
+    def signals(self) -> dict[str, torch.Tensor]:
+        out = {}
+        for name, buf in self._buf.items():
+            S = torch.stack(list(buf), dim=1)
+            out[name] = torch.log(S).clamp_min(-200.0)
+        return out
+
+
+class SpectralCoordination:
+    """The regulariser and/or filter of one run, behind three loop hooks and two reports.
+
+    ``loss_term(model)``: the regulariser (a tensor to add to the loss) or None.
+    ``before_optimizer_step(model)``: after backward() (and after ``scaler.unscale_``),
+    before clipping and ``optimizer.step()``: records scores, rebuilds on schedule, filters.
+    ``on_selection()``: force a rebuild (a GGM selection is also detected automatically).
+    ``metrics()``: the latest step's ``spectral_reg`` and ``spectral_removed_energy``.
+    ``summary()``: settings, graph sizes, per-step histories and time spent in the hooks.
+    """
+
+    def __init__(self, graph: ParameterGraph, *, mu: float = 0.0, response: str | None = None,
+                 beta: float = 1.0, method: str = "auto", order: int = 30,
+                 graph_kind: str = "knn", window: int = 20, rebuild_every: int = 0) -> None:
+        self.graph = graph
+        self.graph_kind = graph_kind
+        self.reg = SpectralRegularizer(graph, mu) if mu > 0 else None
+        # auto_rebuild off: this object detects selections itself and rebuilds once.
+        self.filter = (SpectralGradientFilter(graph, response, beta=beta, method=method,
+                                              order=order, auto_rebuild=False)
+                       if response is not None else None)
+        self.recorder = SignalRecorder(graph, window) if graph.edges == "signals" else None
+        self.rebuild_every = rebuild_every
+        self.steps = 0
+        self.reg_history: list[float] = []
+        self.removed_history: list[float] = []
+        self.hook_seconds: list[float] = []
+        self._pending_reg: torch.Tensor | None = None
+        self._t_loss = 0.0
+        self._signature = graph.active_signature()
+
+    # -- hooks ---------------------------------------------------------------------------
+    def loss_term(self, model: nn.Module | None = None) -> torch.Tensor | None:
+        """μ Σ_b tr((Θ_b − Θ_b⁰)ᵀ L_b (Θ_b − Θ_b⁰)) with autograd, or None without a regulariser."""
+        if self.reg is None:
+            return None
+        t0 = time.perf_counter()
+        self._maybe_rebuild_for_selection()
+        value = self.reg(model)
+        self._pending_reg = value.detach()
+        self._t_loss = time.perf_counter() - t0
+        return value
+
+    def before_optimizer_step(self, model: nn.Module | None = None) -> None:
+        """Record signals, rebuild on schedule, filter the gradients in place."""
+        t0 = time.perf_counter()
+        self.steps += 1
+        self._maybe_rebuild_for_selection()
+        if self.recorder is not None:
+            self.recorder.record()
+            first = not self.graph.blocks and self.recorder.ready()
+            due = self.rebuild_every > 0 and self.steps % self.rebuild_every == 0 and self.recorder.ready()
+            if first or due:
+                self.graph.rebuild(self.recorder.signals())
+        elif self.rebuild_every > 0 and self.steps % self.rebuild_every == 0:
+            self.graph.rebuild()
+        removed = self.filter(model) if self.filter is not None else None
+        # Histories hold Python floats: one host sync per step, negligible next to a step.
+        self.removed_history.append(float(removed) if removed is not None else math.nan)
+        self.reg_history.append(float(self._pending_reg) if self._pending_reg is not None else math.nan)
+        self._pending_reg = None
+        self.hook_seconds.append(self._t_loss + time.perf_counter() - t0)
+        self._t_loss = 0.0
+
+    def on_selection(self, *_: Any, **__: Any) -> None:
+        """Rebuild every block graph over the nodes that are still trainable.
+
+        A scores graph restarts its window: the buffered scores belong to the old node set.
+        """
+        if self.recorder is not None:
+            self.recorder.reset()
+        self.graph.rebuild()  # a scores graph has no blocks until its new window is full
+        self._signature = self.graph.active_signature()
+
+    def _maybe_rebuild_for_selection(self) -> None:
+        sig = self.graph.active_signature()
+        if sig != self._signature:
+            self.on_selection()
+
+    # -- reports -------------------------------------------------------------------------
+    def metrics(self) -> dict[str, float]:
+        """Latest step: regulariser value and removed gradient energy ‖G − G̃‖²/‖G‖² (NaN if off)."""
+        return {"spectral_reg": self.reg_history[-1] if self.reg_history else math.nan,
+                "spectral_removed_energy": self.removed_history[-1] if self.removed_history else math.nan}
+
+    def summary(self) -> dict[str, Any]:
+        """Settings, block sizes and per-step histories (JSON-serialisable)."""
+        return {
+            "graph": self.graph_kind, "edges": self.graph.edges, "k": self.graph.k,
+            "blocks": self.graph.block_sizes(),
+            "mu": self.reg.mu if self.reg is not None else 0.0,
+            "filter": str(self.filter.response) if self.filter is not None else None,
+            "beta": self.filter.beta if self.filter is not None else None,
+            "method": self.filter.method if self.filter is not None else None,
+            "steps": self.steps,
+            "reg_per_step": [None if math.isnan(v) else v for v in self.reg_history],
+            "removed_energy_per_step": [None if math.isnan(v) else v for v in self.removed_history],
+            "hook_seconds_per_step": self.hook_seconds,
+        }
+
+
+def _node_kind(graph_kind: str) -> str:
+    return "rows" if graph_kind == "rows" else "auto"
+
+
+def build_spectral_coordination(args: argparse.Namespace, model: nn.Module,
+                                method_name: str | None = None) -> SpectralCoordination | None:
+    """The coordination the ``--spectral-*`` options ask for on ``model`` (None if off).
+
+    Call it once the method has built its model (before DDP wrapping, before training: the
+    k-NN graph and the regulariser's reference Θ⁰ are taken from the current values).
+    ``method_name`` only labels errors; the nodes follow from the model (see the module doc).
+    """
+    mu = float(getattr(args, "spectral_reg", 0.0) or 0.0)
+    response = getattr(args, "spectral_filter", None)
+    if mu < 0:
+        raise ValueError(f"--spectral-reg must be >= 0, got {mu}")
+    if mu == 0 and response is None:
+        return None
+    kind = getattr(args, "spectral_graph", "knn")
+    if kind not in GRAPH_CHOICES:
+        raise ValueError(f"--spectral-graph must be one of {GRAPH_CHOICES}, got {kind!r}")
+    edges = "signals" if kind == "scores" else "knn"
+    try:
+        graph = build_parameter_graph(model, nodes=_node_kind(kind), edges=edges,
+                                      k=int(getattr(args, "spectral_k", 10)))
+    except ValueError as exc:
+        raise ValueError(f"--spectral-graph {kind} with --method {method_name}: {exc}") from None
+    return SpectralCoordination(
+        graph, mu=mu, response=response, beta=float(getattr(args, "spectral_mix", 1.0)),
+        method=getattr(args, "spectral_method", "auto"), order=int(getattr(args, "spectral_order", 30)),
+        graph_kind=kind, window=int(getattr(args, "spectral_window", 20)),
+        rebuild_every=int(getattr(args, "spectral_rebuild_every", 0)))
