@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import torch
 
-from ._linop import matmul, row_abs_sums
+from ._linop import matmul, row_abs_sums, to_csr
 
 __all__ = [
     "chebyshev_coefficients",
@@ -96,20 +96,22 @@ def lanczos_lmax(L: torch.Tensor, steps: int = 20, seed: int = 0) -> tuple[float
     """
     n = L.shape[0]
     m = max(1, min(steps, n))
+    L = to_csr(L)
     dtype = L.dtype
     gen = torch.Generator(device="cpu").manual_seed(seed)
     q = torch.randn(n, generator=gen, dtype=torch.float64).to(dtype=dtype, device=L.device)
     q = q / q.norm()
-    Q = torch.zeros(n, m, dtype=dtype, device=L.device)
+    Q = torch.zeros(m, n, dtype=dtype, device=L.device)  # Lanczos vectors as rows
     alpha = torch.zeros(m, dtype=torch.float64)
     beta = torch.zeros(m, dtype=torch.float64)
     k_used = m
     for i in range(m):
-        Q[:, i] = q
+        Q[i] = q
         w = matmul(L, q)
         alpha[i] = float(q @ w)
-        w = w - Q[:, : i + 1] @ (Q[:, : i + 1].T @ w)
-        w = w - Q[:, : i + 1] @ (Q[:, : i + 1].T @ w)  # twice is enough (Kahan–Parlett)
+        Qi = Q[: i + 1]
+        w = w - Qi.T @ (Qi @ w)
+        w = w - Qi.T @ (Qi @ w)  # twice is enough (Kahan–Parlett)
         b = float(w.norm())
         beta[i] = b
         if b <= 1e-12 * max(1.0, abs(float(alpha[: i + 1].abs().max()))):

@@ -71,23 +71,45 @@ def _knn_chunked(
     for start in range(0, n, chunk_size):
         stop = min(n, start + chunk_size)
         rows = torch.arange(start, stop, device=X.device)
-        G = X[start:stop] @ X.T
         if kernel == "gaussian":
-            # ‖x_i − x_j‖² by the Gram expansion; only used to rank, exact values follow.
-            D2 = sq[start:stop, None] + sq[None, :] - 2.0 * G
+            # Rank row i by ‖x_j‖² − 2 x_i·x_j = ‖x_i − x_j‖² − ‖x_i‖² (the dropped term is
+            # constant along the row): one fused product per chunk; exact distances follow.
+            D2 = torch.addmm(sq[None, :], X[start:stop], X.T, alpha=-2.0)
             D2[rows - start, rows] = float("inf")
             nbrs[start:stop] = torch.topk(D2, k, dim=1, largest=False).indices
         else:
+            G = X[start:stop] @ X.T
             G[rows - start, rows] = -float("inf")
             nbrs[start:stop] = torch.topk(G, k, dim=1, largest=True).indices
-    # Exact, exactly symmetric scores for the chosen pairs (elementwise, same summation
-    # order for (i, j) and (j, i)), so that symmetrisation sees equal values for mutual pairs.
-    diff_or_prod = X[:, None, :] - X[nbrs] if kernel == "gaussian" else X[:, None, :] * X[nbrs]
+    return nbrs, _pair_scores(X, nbrs, kernel)
+
+
+def _pair_scores(X: torch.Tensor, nbrs: torch.Tensor, kernel: str) -> torch.Tensor:
+    """Exact distance (gaussian) or cosine (rows of X already unit) for each chosen pair.
+
+    Computed elementwise with the same summation order for (i, j) and (j, i), so mutual
+    pairs get bit-identical values and symmetrisation never mixes two roundings.
+    """
     if kernel == "gaussian":
-        score = diff_or_prod.pow(2).sum(dim=-1).sqrt()
-    else:
-        score = diff_or_prod.sum(dim=-1)
-    return nbrs, score
+        return (X[:, None, :] - X[nbrs]).pow(2).sum(dim=-1).sqrt()
+    return (X[:, None, :] * X[nbrs]).sum(dim=-1)
+
+
+def _knn_kdtree(X: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices (n, k) of each row's k nearest other rows by SciPy's k-d tree (CPU, O(n log n)
+    for low-dimensional X). Queries k + 1 points and drops the row itself."""
+    from scipy.spatial import cKDTree
+
+    pts = X.detach().cpu().to(torch.float64).numpy()
+    _, idx = cKDTree(pts).query(pts, k=k + 1)
+    idx = torch.from_numpy(idx).to(torch.long)
+    n = idx.shape[0]
+    is_self = idx == torch.arange(n)[:, None]
+    # With duplicated points the row itself may be missing from the k + 1 answers: then drop
+    # the farthest answer instead, so that every row keeps exactly k others.
+    no_self = ~is_self.any(dim=1)
+    is_self[no_self, k] = True
+    return idx[~is_self].view(n, k).to(X.device)
 
 
 def _median(v: torch.Tensor) -> torch.Tensor:
@@ -137,6 +159,7 @@ def knn_graph(
     symmetrize: Literal["max", "mean"] = "max",
     sparse: bool | None = None,
     chunk_size: int | None = None,
+    algorithm: Literal["auto", "brute", "kdtree"] = "auto",
 ) -> torch.Tensor | np.ndarray:
     """Symmetric k-nearest-neighbour graph over the rows of ``X`` (n nodes, d features).
 
@@ -152,8 +175,11 @@ def knn_graph(
     The directed graph A is symmetrised by ``"max"`` (``W = max(A, Aᵀ)``: an edge if either
     end chose it) or ``"mean"`` (``W = (A + Aᵀ)/2``: one-sided edges get half weight).
     Distances are computed ``chunk_size`` rows at a time (default: 2²² / n rows), so memory is
-    O(chunk_size · n + n · k). Returns a torch sparse COO tensor or a dense matrix (see the
-    module docstring for the rule).
+    O(chunk_size · n + n · k) and time O(n² d) (``algorithm="brute"``). ``"kdtree"`` finds
+    the neighbours with SciPy's k-d tree instead (CPU, Gaussian kernel only; O(n log n) for
+    small d); ``"auto"`` uses it for the Gaussian kernel on CPU when d ≤ 16 and
+    n > SPARSE_THRESHOLD, brute force otherwise. Both give the same graph up to ties.
+    Returns a torch sparse COO tensor or a dense matrix (see the module docstring).
     """
     Xt, as_numpy = _node_matrix(X, "X")
     n = Xt.shape[0]
@@ -163,6 +189,17 @@ def knn_graph(
         raise ValueError(f"k must satisfy 1 <= k < n = {n} (number of nodes), got k={k}")
     _check_choice(kernel, ("gaussian", "cosine"), "kernel")
     _check_choice(symmetrize, ("max", "mean"), "symmetrize")
+    _check_choice(algorithm, ("auto", "brute", "kdtree"), "algorithm")
+    if algorithm == "kdtree" and kernel != "gaussian":
+        raise ValueError("algorithm='kdtree' supports kernel='gaussian' only; use 'brute'")
+    if algorithm == "auto":
+        use_tree = (
+            kernel == "gaussian"
+            and Xt.device.type == "cpu"
+            and Xt.shape[1] <= 16
+            and n > SPARSE_THRESHOLD
+        )
+        algorithm = "kdtree" if use_tree else "brute"
     if sigma is not None and not (float(sigma) > 0 and float(sigma) < float("inf")):
         raise ValueError(f"sigma must be a positive finite number or None, got {sigma!r}")
     if chunk_size is None:
@@ -173,7 +210,11 @@ def knn_graph(
     if kernel == "cosine":
         norms = Xt.norm(dim=1, keepdim=True)
         Xt = torch.where(norms > 0, Xt / norms.clamp_min(torch.finfo(Xt.dtype).tiny), 0.0)
-    nbrs, score = _knn_chunked(Xt, k, kernel, chunk_size)
+    if algorithm == "kdtree":
+        nbrs = _knn_kdtree(Xt, k)
+        score = _pair_scores(Xt, nbrs, kernel)
+    else:
+        nbrs, score = _knn_chunked(Xt, k, kernel, chunk_size)
     if kernel == "gaussian":
         if sigma is None:
             sigma_t = _median(score.flatten())

@@ -230,12 +230,22 @@ def test_knn_graph_matches_brute_force(n, d, kernel, symmetrize, sigma, seed):
 def test_knn_chunked_equals_unchunked_and_sparse_equals_dense(n, chunk, kernel, seed):
     X = torch.from_numpy(node_signals(n, 3, seed))
     k = min(n - 1, 4)
-    full = knn_graph(X, k, kernel=kernel, sparse=False, chunk_size=n)
-    chunked = knn_graph(X, k, kernel=kernel, sparse=True, chunk_size=chunk)
+    full = knn_graph(X, k, kernel=kernel, sparse=False, chunk_size=n, algorithm="brute")
+    chunked = knn_graph(X, k, kernel=kernel, sparse=True, chunk_size=chunk, algorithm="brute")
     assert chunked.is_sparse and not full.is_sparse
     np.testing.assert_allclose(dense(chunked), full.numpy(), rtol=1e-12, atol=1e-14)
     # Every node keeps at least its k chosen neighbours after max-symmetrisation.
     assert ((full.numpy() > 0).sum(1) >= k).all() or kernel == "cosine"
+
+
+@SETTINGS
+@given(st.integers(5, 60), st.integers(1, 4), st.integers(0, 2**32 - 1))
+def test_knn_kdtree_equals_brute_force(n, d, seed):
+    X = torch.from_numpy(node_signals(n, d, seed))
+    k = min(n - 1, 5)
+    tree = knn_graph(X, k, algorithm="kdtree", sparse=False)
+    brute = knn_graph(X, k, algorithm="brute", sparse=False, chunk_size=7)
+    np.testing.assert_allclose(tree.numpy(), brute.numpy(), rtol=1e-12, atol=1e-14)
 
 
 def test_knn_graph_float32_and_default_layout_rule():
@@ -250,9 +260,11 @@ def test_knn_graph_float32_and_default_layout_rule():
 def test_knn_graph_duplicate_points_have_finite_weights():
     X = np.zeros((6, 2))
     X[3:] = 1.0
-    W = knn_graph(X, 2)  # all k-NN distances 0: sigma falls back to 1
-    assert np.isfinite(W).all()
-    np.testing.assert_allclose(W[0, 1], 1.0)
+    for algorithm in ("brute", "kdtree"):
+        W = knn_graph(X, 2, algorithm=algorithm)  # all k-NN distances 0: sigma falls back to 1
+        assert np.isfinite(W).all()
+        np.testing.assert_allclose(W[:3, :3], 1.0 - np.eye(3))
+        assert (W[:3, 3:] == 0).all()
 
 
 @pytest.mark.parametrize(
@@ -264,6 +276,8 @@ def test_knn_graph_duplicate_points_have_finite_weights():
         ({"k": 2, "symmetrize": "min"}, "symmetrize must be one of"),
         ({"k": 2, "sigma": -1.0}, "sigma must be a positive"),
         ({"k": 2, "chunk_size": 0}, "chunk_size must be"),
+        ({"k": 2, "algorithm": "ball"}, "algorithm must be one of"),
+        ({"k": 2, "kernel": "cosine", "algorithm": "kdtree"}, "algorithm='kdtree' supports"),
     ],
 )
 def test_knn_graph_rejects_bad_arguments(kwargs, match):
