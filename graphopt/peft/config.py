@@ -69,7 +69,10 @@ class GGMConfig:
     beta1, beta2 : EMA factors of the sensitivity Ī and uncertainty Ū (ALGORITHMS.md §3).
     warmup_epochs, scoring_epochs : published schedule lengths, in epochs (may be fractional).
     warmup_steps, scoring_steps : when set, override the epoch lengths (optimiser steps).
-    regularization : ε passed to the solver for a rank-deficient S (``None``: its default).
+    regularization : ridge ε for a singular S, passed to ``l2g_ggm``: ``"auto"`` (solver
+        default: ε = 0.01·tr(S)/p only when the problem is unbounded, with a warning), a
+        number ε ≥ 0, or ``None`` to refuse (ValueError on a singular S). The ε used is
+        recorded in the Allocation.
     seed : seed of the ``"random"`` policy.
     """
 
@@ -92,7 +95,7 @@ class GGMConfig:
     scoring_epochs: float = 1.0
     warmup_steps: int | None = None
     scoring_steps: int | None = None
-    regularization: float | None = None
+    regularization: float | str | None = "auto"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -135,7 +138,11 @@ class GGMConfig:
             _positive_int("warmup_steps", self.warmup_steps, allow_zero=True)
         if self.scoring_steps is not None:
             _positive_int("scoring_steps", self.scoring_steps, allow_zero=True)
-        if self.regularization is not None:
+        if isinstance(self.regularization, str):
+            if self.regularization != "auto":
+                raise ValueError("regularization must be 'auto', a number >= 0 or None, got "
+                                 f"{self.regularization!r}")
+        elif self.regularization is not None:
             _finite_float("regularization", self.regularization, low=0.0, low_open=False)
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise TypeError(f"seed must be an int, got {type(self.seed).__name__}")
