@@ -11,14 +11,16 @@ A node's sample at step t is the mean of s_t over its parameters — for a PC no
 of the mean over a_i and the mean over b_i, for a bias node the mean over the bias. Stacking
 the steps gives X (T × n).
 
-Implementation: one ``torch._foreach_*`` kernel sequence over all node parameters per step
-(no Python loop over parameters doing tensor math), means via the ℓ1 norm (s ≥ 0, so
-mean = ‖s‖₁ / numel), and samples kept on the parameters' device until ``samples()``.
+Implementation: all node parameters and gradients are concatenated into one flat vector per
+step (one ``torch.cat`` each), the EMAs live in flat buffers, so a step is a few large
+elementwise kernels plus one ``index_add_`` that sums s_t / numel into its node — no tensor
+math per parameter in Python. Samples stay on the parameters' device until ``samples()``.
 EMAs are held in float32 at least (half-precision products of tiny gradients underflow).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -40,22 +42,37 @@ class NodeScorer:
             raise ValueError("nodes must not be empty")
         self.beta1, self.beta2 = float(beta1), float(beta2)
         self.params: list[torch.nn.Parameter] = [p for node in nodes for p in node.params]
-        owner = [i for i, node in enumerate(nodes) for _ in node.params]
-        weight = [1.0 / len(node.params) for node in nodes for _ in node.params]
-        device = self.params[0].device
+        if any(p.ndim != 1 for p in self.params):
+            raise ValueError("node parameters must be 1-D vectors (a_i, b_i or a bias)")
         self.n_nodes = len(nodes)
-        self._owner = torch.tensor(owner, dtype=torch.long, device=device)
-        numel = torch.tensor([p.numel() for p in self.params], dtype=torch.float64, device=device)
-        # contribution of ‖s‖₁ of parameter k to its node's sample: weight_k / numel_k
-        self._scale = torch.tensor(weight, dtype=torch.float64, device=device) / numel
-        self._state_dtype = [torch.promote_types(p.dtype, torch.float32) for p in self.params]
-        self._ema_i: list[torch.Tensor] | None = None
-        self._ema_u: list[torch.Tensor] | None = None
+        device = self.params[0].device
+        # One flat float buffer for all node parameters: every step is a handful of large
+        # elementwise kernels instead of one small kernel per parameter.
+        self._dtype = functools.reduce(torch.promote_types, (p.dtype for p in self.params),
+                                       torch.float32)
+        owner, scale = [], []
+        for i, node in enumerate(nodes):
+            for p in node.params:
+                owner.append(torch.full((p.numel(),), i, dtype=torch.long))
+                # node sample = mean over its parameters of (‖s_p‖₁ / numel_p)
+                scale.append(torch.full((p.numel(),), 1.0 / (len(node.params) * p.numel()),
+                                        dtype=torch.float64))
+        self._owner = torch.cat(owner).to(device)
+        self._scale = torch.cat(scale).to(device=device, dtype=self._dtype)
+        self._zeros = _LazyZeros(self.params)
+        self._ema_i: torch.Tensor | None = None
+        self._ema_u: torch.Tensor | None = None
         self._samples: list[torch.Tensor] = []
 
     @property
     def n_steps(self) -> int:
         return len(self._samples)
+
+    def _flat(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # Node parameters are 1-D vectors (a_i, b_i, bias), so they concatenate as they are.
+        zeros = self._zeros
+        grads = [zeros[k] if p.grad is None else p.grad for k, p in enumerate(self.params)]
+        return torch.cat(self.params).to(self._dtype), torch.cat(grads).to(self._dtype)
 
     @torch.no_grad()
     def update(self) -> torch.Tensor:
@@ -63,23 +80,16 @@ class NodeScorer:
 
         A parameter without a gradient (unused in the step) contributes I_t = 0.
         """
-        values, grads = [], []
-        for p, dt in zip(self.params, self._state_dtype):
-            values.append(p.detach().to(dt))
-            grads.append(torch.zeros_like(values[-1]) if p.grad is None else p.grad.detach().to(dt))
-        sens = torch._foreach_mul(values, grads)
-        torch._foreach_abs_(sens)
+        values, grads = self._flat()
+        sens = (values * grads).abs_()                                   # I_t
         if self._ema_i is None:
-            self._ema_i = [torch.zeros_like(t) for t in sens]
-            self._ema_u = [torch.zeros_like(t) for t in sens]
-        torch._foreach_lerp_(self._ema_i, sens, 1.0 - self.beta1)       # Ī_t
-        dev = torch._foreach_sub(sens, self._ema_i)
-        torch._foreach_abs_(dev)                                        # |I_t − Ī_t|
-        torch._foreach_lerp_(self._ema_u, dev, 1.0 - self.beta2)        # Ū_t
-        s = torch._foreach_mul(self._ema_i, self._ema_u)                # s_t
-        l1 = torch.stack(torch._foreach_norm(s, 1)).to(torch.float64)   # ‖s‖₁ per parameter
-        sample = torch.zeros(self.n_nodes, dtype=torch.float64, device=l1.device)
-        sample.index_add_(0, self._owner.to(l1.device), l1 * self._scale.to(l1.device))
+            self._ema_i = torch.zeros_like(sens)
+            self._ema_u = torch.zeros_like(sens)
+        self._ema_i.lerp_(sens, 1.0 - self.beta1)                        # Ī_t
+        self._ema_u.lerp_((sens - self._ema_i).abs_(), 1.0 - self.beta2)  # Ū_t
+        s = self._ema_i * self._ema_u                                    # s_t ≥ 0
+        sample = torch.zeros(self.n_nodes, dtype=torch.float64, device=s.device)
+        sample.index_add_(0, self._owner, (s * self._scale).to(torch.float64))
         self._samples.append(sample)
         return sample
 
@@ -93,3 +103,16 @@ class NodeScorer:
         """Forget the EMAs and the samples."""
         self._ema_i = self._ema_u = None
         self._samples = []
+
+
+class _LazyZeros:
+    """Zero stand-ins for missing gradients, allocated only for parameters that need one."""
+
+    def __init__(self, params: Sequence[torch.Tensor]):
+        self._params = params
+        self._cache: dict[int, torch.Tensor] = {}
+
+    def __getitem__(self, k: int) -> torch.Tensor:
+        if k not in self._cache:
+            self._cache[k] = torch.zeros_like(self._params[k])
+        return self._cache[k]
