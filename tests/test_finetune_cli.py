@@ -150,6 +150,28 @@ def test_lora_baselines(tiny, tmp_path, method):
     assert (out / "adapter" / "adapter_config.json").is_file()
 
 
+@pytest.mark.slow
+def test_torchrun_two_cpu_processes(tiny, tmp_path):
+    """Under torchrun (gloo, 2 processes) the job trains, selects once and rank 0 writes."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "-m", "graphopt.peft.finetune", "--model", str(tiny / "model"),
+           "--data", str(tiny / "data.csv"), "--output-dir", str(out), "--epochs", "2",
+           "--steps-per-epoch", "4", "--batch-size", "8", "--max-length", "16",
+           "--no-progress", "--threads", "1", "--rank", "4", "--n-important", "2",
+           "--n-select", "5", "--warmup-steps", "2", "--scoring-steps", "3"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["resolved"]["processes"] == 2
+    assert m["timings"]["selection_step"] == 5 and len(m["allocation"]["selected"]) == 5
+    assert m["trainable_parameters"]["initial"] - m["trainable_parameters"]["final"] == 19 * 64
+    assert (out / "selected_nodes.png").is_file()
+
+
 def test_max_steps_before_selection_warns_and_skips_allocation(tiny, tmp_path, capsys):
     out = tmp_path / "short"
     m = _run(tiny, out, "--rank", "4", "--n-important", "2", "--n-select", "5",

