@@ -515,3 +515,24 @@ def test_scores_graph_is_built_after_its_window():
     _loop(m, coord, 2)
     assert {b.name for b in coord.graph.blocks} == {"6", "8"}
     assert not np.isnan(coord.removed_history[-1])
+
+
+def test_auto_method_picks_the_cheaper_filter_per_block():
+    m = tiny_model()
+    filt = SpectralGradientFilter(build_parameter_graph(m, nodes="rows", k=3), "heat:t=1")
+    n = 5000  # a path graph: nnz ≈ 3n, far cheaper by Chebyshev than by 2n² products
+    i = torch.arange(n - 1)
+    W = torch.sparse_coo_tensor(torch.stack([torch.cat([i, i + 1]), torch.cat([i + 1, i])]),
+                                torch.ones(2 * (n - 1), dtype=torch.float64), (n, n),
+                                check_invariants=True)
+    method, L = filt._plan(laplacian(W))
+    assert method == "chebyshev" and L.layout != torch.strided
+    method, L = filt._plan(torch.as_tensor(laplacian(np.ones((6, 6)) - np.eye(6))))
+    assert method == "exact"
+    x, y = batch(0)
+    nn.functional.cross_entropy(m(x), y).backward()
+    filt()
+    assert filt.block_methods == {"6": "exact", "8": "exact"}
+    lp = SpectralGradientFilter(build_parameter_graph(m, nodes="rows", k=3), "lowpass:k=2")
+    lp()
+    assert set(lp.block_methods.values()) == {"exact"}

@@ -114,8 +114,8 @@ def add_spectral_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--spectral-k", type=_pos_int, default=10, metavar="K",
                    help="neighbours per node in the graph (default 10)")
     g.add_argument("--spectral-method", choices=FILTER_METHODS, default="auto",
-                   help="filter method: auto (Chebyshev; exact for lowpass), exact, chebyshev, "
-                        "solve (tikhonov only) (default auto)")
+                   help="filter method: auto (per block the cheaper of exact and Chebyshev; "
+                        "exact for lowpass), exact, chebyshev, solve (tikhonov only) (default auto)")
     g.add_argument("--spectral-order", type=_pos_int, default=30, metavar="K",
                    help="Chebyshev polynomial order (default 30)")
     g.add_argument("--spectral-window", type=_pos_int, default=20, metavar="T",
@@ -259,6 +259,7 @@ class SpectralCoordination:
             "filter": str(self.filter.response) if self.filter is not None else None,
             "beta": self.filter.beta if self.filter is not None else None,
             "method": self.filter.method if self.filter is not None else None,
+            "block_methods": dict(self.filter.block_methods) if self.filter is not None else None,
             "steps": self.steps,
             "reg_per_step": [None if math.isnan(v) else v for v in self.reg_history],
             "removed_energy_per_step": [None if math.isnan(v) else v for v in self.removed_history],

@@ -75,8 +75,9 @@ class SpectralGradientFilter:
 
     Parameters: ``graph`` a :class:`ParameterGraph`; ``response`` a
     :class:`~graphopt.responses.Response`, spec string (``"heat:t=1"``) or callable h(λ);
-    ``beta`` ∈ [0, 1]; ``method`` ``"auto"`` (Chebyshev for smooth responses, exact for the
-    ideal low-pass), ``"exact"``, ``"chebyshev"`` or ``"solve"`` (Tikhonov); ``order`` of the
+    ``beta`` ∈ [0, 1]; ``method`` ``"auto"`` (per block, the cheaper of exact and Chebyshev;
+    exact for the ideal low-pass, see :meth:`_plan`), ``"exact"``, ``"chebyshev"`` or
+    ``"solve"`` (Tikhonov); ``block_methods`` says what each block uses; ``order`` of the
     Chebyshev polynomial; ``record`` keeps the per-step removed-energy ratio (a detached
     tensor, no synchronisation until read); ``auto_rebuild`` rebuilds the graph when the set of
     trainable nodes changes (e.g. after a GGM selection).
@@ -100,8 +101,8 @@ class SpectralGradientFilter:
         self.graph = graph
         self.response = as_response(response)
         self.beta = _check_beta(beta)
-        self.method = ("chebyshev" if self.response.smooth else "exact") if method == "auto" else method
-        if self.method == "chebyshev" and not self.response.smooth:
+        self.method = method
+        if method == "chebyshev" and not self.response.smooth:
             raise ValueError(f"response {self.response} needs method='exact' (it is not smooth)")
         if isinstance(order, bool) or not isinstance(order, int) or order < 1:
             raise ValueError(f"order must be an int >= 1, got {order!r}")
@@ -110,6 +111,7 @@ class SpectralGradientFilter:
         self.auto_rebuild = auto_rebuild
         self._signature = graph.active_signature()
         self._filters: dict[str, tuple[SpectralFilter | None, bool]] = {}
+        self.block_methods: dict[str, str] = {}
         self._version = -1
         self.removed: list[torch.Tensor] = []
         self.steps = 0
@@ -121,19 +123,42 @@ class SpectralGradientFilter:
                 self.graph.rebuild()
             self._signature = sig
         if self._version != self.graph.version:
-            kw: dict[str, Any] = {"method": self.method}
-            if self.method == "chebyshev":
-                kw["order"] = self.order
-            filters = {}
+            filters: dict[str, tuple[SpectralFilter | None, bool]] = {}
+            self.block_methods = {}
             for block in self.graph.blocks:
                 modes = self.response.n_modes
                 if modes is not None and modes >= block.n_nodes:
                     filters[block.name] = (None, True)  # keeps every mode: the identity
                     continue
-                flt = SpectralFilter(block.L, self.response, validate=False, **kw)
+                method, L = self._plan(block.L)
+                kw: dict[str, Any] = {"order": self.order} if method == "chebyshev" else {}
+                flt = SpectralFilter(L, self.response, method=method, validate=False, **kw)
                 filters[block.name] = (flt, _is_identity(self.response, block.n_nodes, flt))
+                self.block_methods[block.name] = method
             self._filters, self._version = filters, self.graph.version
         return self._filters
+
+    def _plan(self, L: torch.Tensor) -> tuple[str, torch.Tensor]:
+        """Method for one block, and L in the layout that method runs fastest with.
+
+        ``auto``: the ideal low-pass needs eigenvectors (exact). Otherwise compare the per-step
+        cost of the exact filter, two dense n × n products (2n²d), with the Chebyshev one, K
+        products with L (K·nnz·d): small graphs (n up to a few hundred with k = 10) are cheaper
+        exactly, large ones by Chebyshev, and beyond 4096 nodes no eigendecomposition is done.
+        A mostly-zero dense L is handed to Chebyshev as a sparse matrix.
+        """
+        n = L.shape[0]
+        sparse_in = L.layout != torch.strided
+        nnz = int(L._nnz()) if sparse_in else int((L != 0).sum())
+        method = self.method
+        if method == "auto":
+            if not self.response.smooth:
+                method = "exact"
+            else:
+                method = "exact" if n <= 4096 and 2 * n * n <= self.order * nnz else "chebyshev"
+        if method in ("chebyshev", "solve") and not sparse_in and nnz < 0.25 * n * n:
+            L = L.to_sparse()
+        return method, L
 
     @torch.no_grad()
     def __call__(self, model: nn.Module | None = None) -> torch.Tensor | None:
@@ -174,7 +199,8 @@ class SpectralGradientFilter:
 
     def __repr__(self) -> str:
         return (f"SpectralGradientFilter(response={self.response}, beta={self.beta}, "
-                f"method={self.method!r}, blocks={self.graph.block_sizes()})")
+                f"method={self.method!r}, blocks={self.graph.block_sizes()}, "
+                f"block_methods={self.block_methods})")
 
 
 def _make_callback_class() -> type:
