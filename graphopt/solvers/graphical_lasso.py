@@ -1,0 +1,240 @@
+"""The graphical lasso (ALGORITHMS.md §1), solved fast in torch, single or batched.
+
+    minimise_{Θ ≻ 0}   f(Θ) = −log det Θ + tr(SΘ) + α Σ_{i≠j} |Θ_ij|
+
+(diagonal penalised too with ``penalize_diagonal=True``). Two algorithms, one per module,
+dispatched by the table ``METHODS``: ``"admm"`` (:mod:`._admm`, eigendecomposition Θ-step,
+adaptive ρ) and ``"bcd"`` (:mod:`._bcd`, glasso column sweeps). Both stop on a certified
+relative duality gap (:mod:`._certificates`), so ``converged=True`` means
+f(Θ) − f* ≤ tol · max(|f(Θ)|, 1).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._tensor import ArrayLike, check_covariance, check_finite, check_square, check_symmetric, to_tensor
+from ..exceptions import ConvergenceWarning
+from ._admm import admm
+from ._bcd import bcd
+from ._certificates import (
+    kkt_violation,
+    penalty_mask,
+    primal_objective,
+    project_dual,
+    dual_objective,
+    sklearn_gap,
+    spd_inverse,
+)
+from ._result import GraphicalLassoResult
+
+__all__ = ["graphical_lasso", "graphical_lasso_path", "METHODS"]
+
+# name -> (solver, default max_iter). Each solver takes (S, alpha, mask, tol=, max_iter=,
+# theta0=) on a (B, p, p) batch and returns at least "theta", "n_iter", "converged", "history".
+METHODS: dict[str, tuple[Callable[..., dict], int]] = {
+    "admm": (admm, 3000),
+    "bcd": (bcd, 300),
+}
+
+
+def _check_alpha(alpha: Any, batch: int | None, like: torch.Tensor) -> torch.Tensor:
+    """alpha as a (B,) tensor; scalar for one problem, scalar or (B,) for a batch."""
+    a = torch.as_tensor(np.asarray(alpha.detach().cpu() if isinstance(alpha, torch.Tensor)
+                                   else alpha, dtype=np.float64))
+    if a.ndim > 1 or (a.ndim == 1 and (batch is None and a.numel() != 1)):
+        raise ValueError(
+            f"alpha must be a scalar{' or have shape (B,) = (' + str(batch) + ',)' if batch else ''}, "
+            f"got shape {tuple(a.shape)}")
+    if a.ndim == 1 and batch is not None and a.numel() not in (1, batch):
+        raise ValueError(f"alpha must be a scalar or have shape ({batch},), got shape {tuple(a.shape)}")
+    if not bool(torch.isfinite(a).all()) or bool((a < 0).any()):
+        raise ValueError(f"alpha must be finite and >= 0, got {a.tolist()}")
+    return a.reshape(-1).expand(batch or 1).to(dtype=like.dtype, device=like.device).clone()
+
+
+def _check_init(init: Any, S: torch.Tensor) -> torch.Tensor | None:
+    """A warm start: a precision matrix (or a previous result) matching S, positive definite."""
+    if init is None:
+        return None
+    if isinstance(init, GraphicalLassoResult):
+        init = init.precision
+    t, _ = to_tensor(init, name="init", dtype=S.dtype, device=S.device)
+    if t.ndim == 2 and S.ndim == 3:
+        t = t.expand_as(S)
+    if tuple(t.shape) != tuple(S.shape):
+        raise ValueError(f"init must have the shape of S {tuple(S.shape)}, got {tuple(t.shape)}")
+    check_finite(t, "init")
+    check_symmetric(t, "init")
+    t = 0.5 * (t + t.transpose(-1, -2))
+    if not bool(spd_inverse(t)[1].all()):
+        raise ValueError("init must be positive definite (a precision matrix)")
+    return t.contiguous()
+
+
+def _check_bounded(S: torch.Tensor, alpha: torch.Tensor, penalize_diagonal: bool) -> None:
+    """Refuse problems without a minimiser: f is unbounded below along e_i e_iᵀ when S_ii = 0
+    and the diagonal is not penalised, and along any null vector of S when α = 0."""
+    if not penalize_diagonal and bool((S.diagonal(dim1=-2, dim2=-1) <= 0).any()):
+        raise ValueError("S has a zero diagonal entry (a constant variable): the graphical lasso "
+                         "is then unbounded below; drop the variable or use penalize_diagonal=True")
+    zero = alpha == 0
+    if bool(zero.any()) and not bool(spd_inverse(S[zero])[1].all()):
+        raise ValueError("alpha = 0 needs a positive definite S (the problem is unbounded below "
+                         "for a singular S); use alpha > 0")
+
+
+def _finalise(S: torch.Tensor, sol: dict, alpha: torch.Tensor, mask: torch.Tensor) -> dict:
+    """Make the returned Θ exactly symmetric and positive definite; compute its certificates."""
+    theta = sol["theta"]
+    theta = 0.5 * (theta + theta.transpose(-1, -2))
+    fallback = sol.get("theta_pd")
+    if fallback is not None:
+        # ADMM's Z (sparse) is positive definite once converged; an unconverged Z may not be,
+        # and then the Θ-iterate (positive definite by construction) is returned instead.
+        bad = ~spd_inverse(theta)[1]
+        if bool(bad.any()):
+            fb = 0.5 * (fallback + fallback.transpose(-1, -2))
+            theta = torch.where(bad.reshape(-1, 1, 1), fb, theta)
+    S64, t64, a64, m64 = S.double(), theta.double(), alpha.double(), mask.double()
+    W, is_pd = spd_inverse(t64)
+    obj = primal_objective(S64, t64, a64, m64)
+    dual = dual_objective(S64, project_dual(S64, W, a64, m64))
+    if sol.get("dual") is not None:
+        # The solver's own dual iterate is feasible by construction (ADMM: S + ρU; BCD: the
+        # projected W); the certificate uses whichever dual point is better.
+        own = dual_objective(S64, project_dual(S64, sol["dual"].double(), a64, m64))
+        dual = torch.maximum(dual, own)
+    return {
+        "precision": theta,
+        "covariance": W.to(theta.dtype),
+        "objective": obj,
+        "gap_bound": obj - dual,
+        "dual_gap": sklearn_gap(S64, t64, a64, m64),
+        "kkt": kkt_violation(S64, t64, W, a64, m64),
+        "pd": is_pd,
+    }
+
+
+def graphical_lasso(
+    S: ArrayLike,
+    alpha: float | ArrayLike,
+    *,
+    method: str = "admm",
+    penalize_diagonal: bool = False,
+    tol: float = 1e-6,
+    max_iter: int | None = None,
+    init: ArrayLike | GraphicalLassoResult | None = None,
+    warn: bool = True,
+) -> GraphicalLassoResult:
+    """Sparse inverse covariance by the graphical lasso.
+
+    minimise_{Θ ≻ 0}  −log det Θ + tr(SΘ) + α Σ_{i≠j} |Θ_ij|
+
+    Parameters
+    ----------
+    S : (p, p) or (B, p, p) empirical covariance(s), symmetric positive semidefinite.
+    alpha : ℓ1 weight ≥ 0; a scalar, or one value per problem (shape (B,)) for a batch.
+    method : ``"admm"`` (default; one eigendecomposition per iteration, batched) or ``"bcd"``
+        (glasso column sweeps; ``max_iter`` then counts sweeps).
+    penalize_diagonal : also penalise the diagonal entries.
+    tol : stop when the certified duality gap f(Θ) − d(W) ≤ tol · max(|f(Θ)|, 1), per problem.
+    max_iter : iteration cap (default 3000 for ADMM, 300 sweeps for BCD).
+    init : warm start, a precision matrix of S's shape or a previous result.
+    warn : emit a :class:`ConvergenceWarning` for problems that hit ``max_iter``.
+
+    Returns
+    -------
+    GraphicalLassoResult with NumPy arrays for NumPy input and tensors (same device and dtype)
+    for tensor input. ``dual_gap`` is tr(SΘ) − p + α Σ|Θ_ij| at the returned Θ, and
+    ``history["gap_bound"]`` the certified gap f(Θ) − d(W) at every check. For a batch, the
+    certificates, ``n_iter`` and ``converged`` have shape (B,).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    try:
+        tol = float(tol)
+    except (TypeError, ValueError):
+        raise TypeError(f"tol must be a number, got {type(tol).__name__}") from None
+    if not np.isfinite(tol) or tol <= 0:
+        raise ValueError(f"tol must be a finite number > 0, got {tol}")
+    solver, default_iter = METHODS[method]
+    max_iter = default_iter if max_iter is None else max_iter
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    S_t, as_numpy = check_covariance(S, "S")
+    batched = S_t.ndim == 3
+    alpha_t = _check_alpha(alpha, S_t.shape[0] if batched else None, S_t)
+    theta0 = _check_init(init, S_t)
+    S3 = S_t if batched else S_t.unsqueeze(0)
+    S3 = (0.5 * (S3 + S3.transpose(-1, -2))).contiguous()
+    theta0 = None if theta0 is None else (theta0 if batched else theta0.unsqueeze(0))
+    _check_bounded(S3, alpha_t, penalize_diagonal)
+    p = S3.shape[-1]
+    mask = penalty_mask(p, penalize_diagonal, dtype=S3.dtype, device=S3.device)
+
+    sol = solver(S3, alpha_t, mask, tol=tol, max_iter=int(max_iter), theta0=theta0)
+    fin = _finalise(S3, sol, alpha_t, mask)
+    converged = sol["converged"] & fin["pd"]
+    if warn and not bool(converged.all()):
+        n_bad = int((~converged).sum())
+        warnings.warn(
+            f"graphical_lasso ({method}) did not reach tol={tol:g} within max_iter={max_iter} "
+            f"for {n_bad} of {converged.numel()} problem(s); largest certified gap "
+            f"{float(fin['gap_bound'][~converged].max()):.3g}. Increase max_iter or tol.",
+            ConvergenceWarning, stacklevel=2)
+    return _to_result(fin, sol, converged, alpha_t, method, batched, as_numpy)
+
+
+def _to_result(fin: dict, sol: dict, converged: torch.Tensor, alpha: torch.Tensor,
+               method: str, batched: bool, as_numpy: bool) -> GraphicalLassoResult:
+    def arr(t: torch.Tensor) -> Any:
+        t = t if batched else t[0]
+        return t.detach().cpu().numpy() if as_numpy else t
+
+    def scalars(t: torch.Tensor) -> Any:
+        if batched:
+            return t.detach().cpu().numpy() if as_numpy else t
+        return t[0].item()
+
+    history = dict(sol["history"])
+    if not batched:
+        history = {k: (v if k == "iteration" else [row[0] for row in v]) for k, v in history.items()}
+    return GraphicalLassoResult(
+        precision=arr(fin["precision"]),
+        covariance=arr(fin["covariance"]),
+        objective=scalars(fin["objective"]),
+        dual_gap=scalars(fin["dual_gap"]),
+        kkt_violation=scalars(fin["kkt"]),
+        n_iter=scalars(sol["n_iter"]),
+        converged=scalars(converged),
+        method=method,
+        alpha=scalars(alpha.double()),
+        history=history | {"final_gap_bound": [float(v) for v in fin["gap_bound"].reshape(-1)]},
+    )
+
+
+def graphical_lasso_path(
+    S: ArrayLike,
+    alphas: Sequence[float] | ArrayLike,
+    **kwargs: Any,
+) -> list[GraphicalLassoResult]:
+    """Solve the graphical lasso for each α, from the largest down, each warm-started from the
+    previous solution. Results come back in the order of ``alphas``. Keywords as
+    :func:`graphical_lasso` (``init`` seeds the first, largest-α solve)."""
+    a = np.asarray(alphas, dtype=np.float64).reshape(-1)
+    if a.size == 0:
+        raise ValueError("alphas must hold at least one value")
+    order = np.argsort(-a, kind="stable")
+    results: list[GraphicalLassoResult | None] = [None] * a.size
+    init = kwargs.pop("init", None)
+    for i in order:
+        res = graphical_lasso(S, float(a[i]), init=init, **kwargs)
+        results[i] = res
+        init = res
+    return results  # type: ignore[return-value]
