@@ -15,7 +15,7 @@ Cost: K products with L, O(K · nnz(L) · d). λ_max comes from :func:`estimate_
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -62,23 +62,25 @@ def jackson_damping(order: int) -> torch.Tensor:
 
 
 def chebyshev_apply(
-    L: torch.Tensor, X: torch.Tensor, coeffs: torch.Tensor, lmax: float
+    L: torch.Tensor, X: torch.Tensor, coeffs: torch.Tensor | Sequence[float], lmax: float
 ) -> torch.Tensor:
     """``Σ_j c_j T_j(L̃) X`` by the three-term recurrence; ``X`` is (n, d), dense or sparse L."""
     scale = 2.0 / lmax
-
-    def Lt(V: torch.Tensor) -> torch.Tensor:  # L̃ V = (2/λ_max) L V − V
-        return scale * matmul(L, V) - V
-
-    T_prev = X
-    Y = coeffs[0] * X
-    if coeffs.numel() == 1:
+    # Python floats: a tensor of coefficients on the GPU would cost a sync per term.
+    c = [float(v) for v in (coeffs.detach().cpu() if isinstance(coeffs, torch.Tensor) else coeffs)]
+    Y = c[0] * X
+    if len(c) == 1:
         return Y
-    T_cur = Lt(X)
-    Y = Y + coeffs[1] * T_cur
-    for j in range(2, coeffs.numel()):
-        T_prev, T_cur = T_cur, 2.0 * Lt(T_cur) - T_prev
-        Y = Y + coeffs[j] * T_cur
+    # T_1 = L̃ X = (2/λ_max) L X − X. In-place updates keep the working set at five (n, d)
+    # blocks (X, Y, T_{j−2}, T_{j−1}, L T_{j−1}) whatever the order; none of the in-place
+    # targets is saved by autograd, so the result stays differentiable in X.
+    T_prev, T_cur = X, matmul(L, X).mul_(scale).sub_(X)
+    Y.add_(T_cur, alpha=c[1])
+    for j in range(2, len(c)):
+        # T_j = 2 L̃ T_{j−1} − T_{j−2} = (4/λ_max) L T_{j−1} − 2 T_{j−1} − T_{j−2}
+        T_next = matmul(L, T_cur).mul_(2.0 * scale).sub_(T_cur, alpha=2.0).sub_(T_prev)
+        T_prev, T_cur = T_cur, T_next
+        Y.add_(T_cur, alpha=c[j])
     return Y
 
 

@@ -23,7 +23,7 @@ import torch
 
 from ._cg import CGInfo, tikhonov_cg
 from ._chebyshev import chebyshev_apply, chebyshev_coefficients, estimate_lmax, jackson_damping
-from ._linop import as_graph_matrix, check_graph_symmetric, is_sparse, to_csr, to_dense
+from ._linop import as_graph_matrix, check_graph_symmetric, diagonal, is_sparse, to_csr, to_dense
 from ._tensor import ArrayLike, check_finite, to_output, to_tensor
 from .exceptions import ConvergenceWarning
 from .responses import Response, as_response, heat, lowpass, parse_response, tikhonov
@@ -211,6 +211,7 @@ class SpectralFilter:
         if damping == "jackson":
             c = c * jackson_damping(order)
         self.coefficients = c
+        self._coeff_list = [float(v) for v in c]
         self.order = order
         self.damping = damping
 
@@ -239,10 +240,11 @@ class SpectralFilter:
                 assert self.eigenvectors is not None
                 ops: tuple[torch.Tensor, ...] = (conv(self.eigenvectors), conv(self._gain))
             elif self.method == "chebyshev":
-                assert self.coefficients is not None
-                ops = (to_csr(conv(self.L)), conv(self.coefficients))
-            else:
                 ops = (to_csr(conv(self.L)),)
+            else:
+                Lc = to_csr(conv(self.L))
+                minv = (1.0 + self.a * diagonal(conv(self.L))).reciprocal()[:, None]
+                ops = (Lc, minv)
             self._cache[key] = ops
         return self._cache[key]
 
@@ -254,13 +256,13 @@ class SpectralFilter:
             U, gain = ops
             Y = U @ (gain[:, None] * (U.T @ Xt))
         elif self.method == "chebyshev":
-            Lc, coeffs = ops
-            assert self.lmax is not None
-            Y = chebyshev_apply(Lc, Xt, coeffs, self.lmax)
-        else:
             (Lc,) = ops
+            assert self.lmax is not None
+            Y = chebyshev_apply(Lc, Xt, self._coeff_list, self.lmax)
+        else:
+            Lc, minv = ops
             tol = self.tol if self.tol is not None else (1e-5 if Xt.dtype == torch.float32 else 1e-10)
-            Y, self.info = tikhonov_cg(Lc, Xt, self.a, tol=tol, max_iter=self.max_iter)
+            Y, self.info = tikhonov_cg(Lc, Xt, self.a, tol=tol, max_iter=self.max_iter, minv=minv)
             if not self.info.converged:
                 warnings.warn(
                     f"CG for (I + aL)^-1 X stopped after {self.info.iterations} iterations with "

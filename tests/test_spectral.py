@@ -180,6 +180,19 @@ def test_disconnected_and_isolated_nodes_give_finite_output(W):
     assert int((ev < 1e-9).sum()) == ncomp
 
 
+@pytest.mark.parametrize("method", ["exact", "chebyshev", "solve"])
+def test_filters_are_differentiable_in_X(method):
+    """d/dX ‖h(L) X‖² = 2 h(L)² X (h(L) symmetric), through every path."""
+    L = laplacian(knn_graph(np.random.default_rng(5).normal(size=(40, 3)), 4))
+    resp = tikhonov(0.8) if method == "solve" else heat(0.8)
+    X = torch.tensor(np.random.default_rng(6).normal(size=(40, 2)), requires_grad=True)
+    Y = spectral_filter(L, X, resp, method=method, order=60)
+    (Y * Y).sum().backward()
+    ev, U = np.linalg.eigh(L)
+    H = U @ np.diag(resp(torch.from_numpy(ev)).numpy()) @ U.T
+    np.testing.assert_allclose(X.grad.numpy(), 2 * H @ H @ X.detach().numpy(), atol=1e-9)
+
+
 # -- λ_max estimates ----------------------------------------------------------------------
 @SETTINGS
 @given(graphs(min_n=1, max_n=30), st.sampled_from(["combinatorial", "normalized"]))
