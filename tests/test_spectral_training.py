@@ -536,3 +536,48 @@ def test_auto_method_picks_the_cheaper_filter_per_block():
     lp = SpectralGradientFilter(build_parameter_graph(m, nodes="rows", k=3), "lowpass:k=2")
     lp()
     assert set(lp.block_methods.values()) == {"exact"}
+
+
+# -- every finetune method ---------------------------------------------------------------------
+# random / top-importance build the same PC nodes and selection flow as ggm.
+@pytest.mark.parametrize("method", ["ggm", "pc-all", "bitfit", "full", "lora", "pissa"])
+def test_coordination_combines_with_every_finetune_method(method):
+    transformers = pytest.importorskip("transformers")
+    from graphopt.peft.methods import MethodOptions, prepare_method
+    from graphopt.peft.spectral_coordination import build_spectral_coordination
+
+    if method in ("lora", "pissa"):
+        pytest.importorskip("peft")
+    cfg = transformers.BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=32,
+                                  max_position_embeddings=16, num_labels=3)
+    torch.manual_seed(0)
+    base = transformers.BertForSequenceClassification(cfg)
+    opts = MethodOptions(rank=3, n_important=2, n_select=4, warmup_steps=2, scoring_steps=3, seed=0)
+    prepared = prepare_method(method, base, opts, steps_per_epoch=4)
+    model = prepared.model
+    args = _parser().parse_args(["--spectral-reg", "0.1", "--spectral-filter", "heat:t=1",
+                                 "--spectral-mix", "0.7", "--spectral-k", "3"])
+    coord = build_spectral_coordination(args, model, method)
+    assert coord.graph.blocks, f"{method}: no block graph"
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(7):
+        ids = torch.randint(5, 30, (4, 8), generator=gen)
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids),
+                    labels=torch.randint(0, 3, (4,), generator=gen))
+        loss = out.loss + coord.loss_term(model)
+        opt.zero_grad()
+        loss.backward()
+        coord.before_optimizer_step(model)
+        opt.step()
+        if prepared.allocator is not None:
+            prepared.allocator.step()
+    s = coord.summary()
+    assert all(np.isfinite(s["removed_energy_per_step"])) and all(np.isfinite(s["reg_per_step"]))
+    assert s["reg_per_step"][-1] > 0
+    if prepared.allocator is not None:  # selection froze nodes: graphs cover the survivors only
+        assert prepared.allocator.allocation is not None
+        assert sum(s["blocks"].values()) <= opts.n_select
+        assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
