@@ -343,3 +343,23 @@ def test_callable_response_and_numpy_float32():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         spectral_filter(L, np.ones(2, dtype=np.float32), heat(1.0), method="chebyshev")
+
+
+def test_benchmark_main_runs_and_reports_accurate_filters(tmp_path, capsys):
+    """The benchmark entry point on a tiny configuration: table printed, JSON written, and
+    its measured errors are what the filters guarantee."""
+    import json
+
+    from graphopt.bench.spectral import main
+
+    out = tmp_path / "spectral.json"
+    argv = ["--sizes", "64", "--exact-max", "64", "--large", "300", "--orders", "30",
+            "--repeat", "1", "--t", "1.0", "--threads", "1", "--output", str(out)]
+    assert main(argv) == 0
+    assert "chebyshev" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["rows"]
+    methods = {(r["n"], r["method"]) for r in rows}
+    assert {(64, "build"), (64, "exact"), (64, "chebyshev"), (64, "solve"), (300, "chebyshev")} <= methods
+    for r in rows:
+        if r["method"] in ("chebyshev", "solve") and r["rel_err"] is not None:
+            assert r["rel_err"] < 1e-6, r

@@ -151,33 +151,35 @@ def _bench_graph(
     nnz = int(L._nnz())
     row(method="build", response="-", order=None, setup_s=t_build, apply_s=None,
         total_s=t_build, rel_err=None, ref=None, peak_mib=mem.mib, note=f"knn {algorithm}")
-    resp = {"heat": heat(args.t), "tikhonov": tikhonov(args.a)}
+    resp = {str(heat(t)): heat(t) for t in args.t}
+    resp[str(tikhonov(args.a))] = tikhonov(args.a)
+    first_heat = str(heat(args.t[0]))
+    tik = str(tikhonov(args.a))
 
     refs: dict[str, torch.Tensor] = {}
     exact_total: float | None = None
     if exact:
         with PeakMemory(device) as mem:
-            t_setup, f = _timed(lambda: SpectralFilter(L, resp["heat"], method="exact"), device)
+            t_setup, f = _timed(lambda: SpectralFilter(L, resp[first_heat], method="exact"), device)
             t_first, Y = _timed(lambda: f(X), device)
         t_apply = _best(lambda: f(X), device, args.repeat)
         exact_total = t_setup + t_first
-        refs["heat"] = Y
         U, lam = f.eigenvectors, f.eigenvalues
-        refs["tikhonov"] = U @ (resp["tikhonov"](lam)[:, None] * (U.T @ X))
-        row(method="exact", response=str(resp["heat"]), order=None, setup_s=t_setup,
+        for name, r in resp.items():  # same eigenpairs, other responses: untimed references
+            refs[name] = Y if name == first_heat else U @ (r(lam)[:, None] * (U.T @ X))
+        row(method="exact", response=first_heat, order=None, setup_s=t_setup,
             apply_s=t_apply, total_s=exact_total, rel_err=0.0, ref="exact", peak_mib=mem.mib,
             note="eigh + apply; apply_s = cached U h(Λ) Uᵀ X")
         ref_name = "exact"
     else:
-        for name in ("heat", "tikhonov"):
-            g = SpectralFilter(L, resp[name], method="chebyshev", order=args.ref_order)
-            refs[name] = g(X)
+        for name, r in resp.items():
+            refs[name] = SpectralFilter(L, r, method="chebyshev", order=args.ref_order)(X)
         ref_name = f"cheb-{args.ref_order}"
-        row(method="exact", response=str(resp["heat"]), order=None, setup_s=None, apply_s=None,
+        row(method="exact", response=first_heat, order=None, setup_s=None, apply_s=None,
             total_s=None, rel_err=None, ref=None, peak_mib=None,
             note=f"skipped: dense eigh of {n}x{n} ({n * n * 8 / 2**30:.1f} GiB per matrix)")
 
-    for name in ("heat", "tikhonov"):
+    for name in resp:
         for order in args.orders:
             with PeakMemory(device) as mem:
                 t_setup, f = _timed(
@@ -190,18 +192,18 @@ def _bench_graph(
                 apply_s=t_apply, total_s=total, rel_err=_rel(Y, refs[name]), ref=ref_name,
                 peak_mib=mem.mib, speedup=(exact_total / total if exact_total else None),
                 note=f"lmax={f.lmax:.3g}")
-        if exact and name == "heat":
+        if exact:
             # The Chebyshev reference used above n > exact-max, checked where exact exists.
             g = SpectralFilter(L, resp[name], method="chebyshev", order=args.ref_order)
             rows[-1]["ref_order_err"] = _rel(g(X), refs[name])
     with PeakMemory(device) as mem:
-        t_setup, f = _timed(lambda: SpectralFilter(L, resp["tikhonov"], method="solve"), device)
+        t_setup, f = _timed(lambda: SpectralFilter(L, resp[tik], method="solve"), device)
         t_first, Y = _timed(lambda: f(X), device)
     t_apply = _best(lambda: f(X), device, args.repeat)
     total = t_setup + t_first
     info = f.info
-    row(method="solve", response=str(resp["tikhonov"]), order=None, setup_s=t_setup,
-        apply_s=t_apply, total_s=total, rel_err=_rel(Y, refs["tikhonov"]), ref=ref_name,
+    row(method="solve", response=tik, order=None, setup_s=t_setup,
+        apply_s=t_apply, total_s=total, rel_err=_rel(Y, refs[tik]), ref=ref_name,
         peak_mib=mem.mib, speedup=(exact_total / total if exact_total else None),
         note=f"CG {info.iterations} it, resid {info.residual:.1e}" if info else "")
     return rows
@@ -279,14 +281,14 @@ def _bench_large(
                  "apply_s": None, "total_s": t_build, "rel_err": None, "ref": None,
                  "peak_mib": mem.mib, "note": f"knn {args.large_algorithm}, chunked"})
     _print_row(rows[-1])
-    ref = SpectralFilter(L, heat(args.t), method="chebyshev", order=args.ref_order)(X)
+    ref = SpectralFilter(L, heat(args.t[0]), method="chebyshev", order=args.ref_order)(X)
     for order in args.orders:
         with PeakMemory(device) as mem:
             t_setup, f = _timed(
-                lambda: SpectralFilter(L, heat(args.t), method="chebyshev", order=order), device
+                lambda: SpectralFilter(L, heat(args.t[0]), method="chebyshev", order=order), device
             )
             t_first, Y = _timed(lambda: f(X), device)
-        rows.append({**base, "method": "chebyshev", "response": str(heat(args.t)), "order": order,
+        rows.append({**base, "method": "chebyshev", "response": str(heat(args.t[0])), "order": order,
                      "setup_s": t_setup, "apply_s": t_first, "total_s": t_setup + t_first,
                      "rel_err": _rel(Y, ref), "ref": f"cheb-{args.ref_order}",
                      "peak_mib": mem.mib,
@@ -309,7 +311,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dim", type=int, default=64, help="signals per node (columns of X)")
     p.add_argument("--k", type=int, default=10, help="neighbours per node")
     p.add_argument("--orders", type=int, nargs="+", default=[20, 40])
-    p.add_argument("--t", type=float, default=1.0, help="heat response exp(-t λ)")
+    p.add_argument("--t", type=float, nargs="+", default=[1.0, 5.0],
+                   help="heat response exp(-t λ), one or more times (the first is the headline)")
     p.add_argument("--a", type=float, default=1.0, help="Tikhonov response 1/(1 + a λ)")
     p.add_argument("--exact-max", type=int, default=4096, help="largest n for dense eigh")
     p.add_argument("--ref-order", type=int, default=100, help="Chebyshev reference above it")
