@@ -72,8 +72,8 @@ def _knn_chunked(
         stop = min(n, start + chunk_size)
         rows = torch.arange(start, stop, device=X.device)
         if kernel == "gaussian":
-            # Rank row i by ‖x_j‖² − 2 x_i·x_j = ‖x_i − x_j‖² − ‖x_i‖² (the dropped term is
-            # constant along the row): one fused product per chunk; exact distances follow.
+            # Rank row i by ‖x_j‖² − 2 x_i·x_j = ‖x_i − x_j‖² − ‖x_i‖² (the dropped term
+            # is constant along the row): one fused product per chunk; exact distances follow.
             D2 = torch.addmm(sq[None, :], X[start:stop], X.T, alpha=-2.0)
             D2[rows - start, rows] = float("inf")
             nbrs[start:stop] = torch.topk(D2, k, dim=1, largest=False).indices
@@ -168,7 +168,8 @@ def knn_graph(
 
     - gaussian: ``W_ij = exp(-‖x_i − x_j‖² / σ²)``; ``sigma=None`` uses the median of the
       n·k nearest-neighbour distances (every node's distances to its k neighbours, self
-      excluded, before symmetrisation; mean of the two middle values for an even count); if that median is 0 (duplicated points) the median of
+      excluded, before symmetrisation; mean of the two middle values for an even count);
+      if that median is 0 (duplicated points) the median of
       the positive ones, and 1 if all are 0.
     - cosine: ``W_ij = max(cos(x_i, x_j), 0)``; a zero row has similarity 0 to everything.
 
@@ -257,7 +258,8 @@ def similarity_graph(
         S = S - S.mean(dim=1, keepdim=True)
         # A constant row leaves round-off after centring; treat it as exactly zero (isolated)
         # instead of normalising noise into a random direction.
-        S = torch.where(S.norm(dim=1, keepdim=True) <= 64 * torch.finfo(S.dtype).eps * raw_norm, 0.0, S)
+        flat = S.norm(dim=1, keepdim=True) <= 64 * torch.finfo(S.dtype).eps * raw_norm
+        S = torch.where(flat, 0.0, S)
     if k is not None:
         W = knn_graph(
             S, k, kernel="cosine", symmetrize=symmetrize, sparse=True, chunk_size=chunk_size

@@ -52,7 +52,13 @@ class Response:
     def __str__(self) -> str:
         if not self.params:
             return self.name
-        return self.name + ":" + ",".join(f"{k}={v:g}" for k, v in self.params.items())
+        return self.name + ":" + ",".join(f"{k}={_short(v)}" for k, v in self.params.items())
+
+
+def _short(v: float) -> str:
+    """Shortest text that parses back to exactly ``v`` (``"0.5"``, ``"4"``, ``"0.1234567"``)."""
+    text = f"{v:g}"
+    return text if float(text) == v else repr(float(v))
 
 
 def _nonneg(value: Any, name: str) -> float:
@@ -128,7 +134,9 @@ def parse_response(spec: str) -> Response:
         try:
             kwargs[key] = int(value) if key == "k" else float(value)
         except ValueError:
-            raise ValueError(f"response: parameter {key}={value!r} in {spec!r} is not a number") from None
+            raise ValueError(
+                f"response: parameter {key}={value!r} in {spec!r} is not a number"
+            ) from None
     try:
         return factory(**kwargs)
     except TypeError as exc:

@@ -54,7 +54,9 @@ class GraphSpectrum(NamedTuple):
     eigenvectors: Any
 
 
-def _check_laplacian(L: ArrayLike, name: str = "L", validate: bool = True) -> tuple[torch.Tensor, bool]:
+def _check_laplacian(
+    L: ArrayLike, name: str = "L", validate: bool = True
+) -> tuple[torch.Tensor, bool]:
     Lt, as_numpy = as_graph_matrix(L, name=name)
     if validate:
         check_graph_symmetric(Lt, name)

@@ -292,7 +292,8 @@ def _bench_large(
                      "setup_s": t_setup, "apply_s": t_first, "total_s": t_setup + t_first,
                      "rel_err": _rel(Y, ref), "ref": f"cheb-{args.ref_order}",
                      "peak_mib": mem.mib,
-                     "note": f"dense L would need {dense_gib:.0f} GiB; signals {n * args.dim * 8 / 2**20:.0f} MiB"})
+                     "note": f"dense L would need {dense_gib:.0f} GiB; "
+                             f"signals {n * args.dim * 8 / 2**20:.0f} MiB"})
         _print_row(rows[-1])
     with PeakMemory(device) as mem:
         f = SpectralFilter(L, tikhonov(args.a), method="solve")
