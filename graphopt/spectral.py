@@ -117,7 +117,7 @@ def graph_spectrum(L: ArrayLike, k: int | None = None, *, validate: bool = True)
     return GraphSpectrum(to_output(evals, as_numpy), to_output(U, as_numpy))
 
 
-def _signals(X: ArrayLike, n: int) -> tuple[torch.Tensor, bool, bool]:
+def _signals(X: ArrayLike, n: int, validate: bool = True) -> tuple[torch.Tensor, bool, bool]:
     if isinstance(X, torch.Tensor):
         Xt, as_numpy = (X if X.is_floating_point() else X.to(torch.float64)), False
     else:
@@ -126,7 +126,8 @@ def _signals(X: ArrayLike, n: int) -> tuple[torch.Tensor, bool, bool]:
         raise ValueError(f"X must have shape (n,) or (n, d), got {tuple(Xt.shape)}")
     if Xt.shape[0] != n:
         raise ValueError(f"X has {Xt.shape[0]} rows but the graph has {n} nodes")
-    check_finite(Xt, "X")
+    if validate:  # a host sync on a GPU: skipped with validate=False in hot loops
+        check_finite(Xt, "X")
     vector = Xt.ndim == 1
     return (Xt.unsqueeze(-1) if vector else Xt), vector, as_numpy
 
@@ -146,7 +147,9 @@ class SpectralFilter:
     ``"gershgorin"`` (row-sum bound, 2·max degree for D − W); ``damping`` ``None`` or
     ``"jackson"``; ``tol``/``max_iter`` for CG (default tol: 1e-10 in float64, 1e-5 in
     float32). After each CG call ``info`` holds a :class:`CGInfo`; a solve that hits
-    ``max_iter`` warns with :class:`ConvergenceWarning`.
+    ``max_iter`` warns with :class:`ConvergenceWarning`. ``validate=False`` skips the
+    symmetry check of L at construction and the finiteness check of X at each call (a host
+    sync on a GPU).
     """
 
     def __init__(
@@ -166,6 +169,7 @@ class SpectralFilter:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.response = as_response(response)
         self.method = method
+        self.validate = validate
         Lt, _ = _check_laplacian(L, validate=validate)
         self.n = Lt.shape[0]
         self.L = Lt
@@ -252,7 +256,7 @@ class SpectralFilter:
 
     def __call__(self, X: ArrayLike) -> Any:
         """Return ``h(L) X`` with X's shape, dtype, device (NumPy in, NumPy out)."""
-        Xt, vector, as_numpy = _signals(X, self.n)
+        Xt, vector, as_numpy = _signals(X, self.n, self.validate)
         ops = self._ops(Xt)
         if self.method == "exact":
             U, gain = ops

@@ -88,6 +88,25 @@ def test_partial_spectrum_by_shift_invert_lanczos(W, k):
     np.testing.assert_allclose(Ld @ U.numpy(), U.numpy() * ev.numpy(), atol=1e-8)
 
 
+def test_exact_lowpass_uses_partial_spectrum_on_large_sparse_graphs():
+    """lowpass(k) needs only k eigenpairs: the shift-invert path, forced here, must agree with
+    the projection on the k lowest eigenvectors of the dense matrix."""
+    W = knn_graph(np.random.default_rng(7).normal(size=(60, 2)), 5, sparse=True)
+    L = laplacian(W)
+    X = np.random.default_rng(8).normal(size=(60, 3))
+    Ld = L.to_dense().numpy()
+    ev, U = np.linalg.eigh(Ld)
+    k = next(j for j in (3, 4, 5, 6) if ev[j] - ev[j - 1] > 1e-6)  # cut at a spectral gap
+    old = spectral._DENSE_EIGH_MAX
+    spectral._DENSE_EIGH_MAX = 0
+    try:
+        f = SpectralFilter(L, lowpass(k))
+    finally:
+        spectral._DENSE_EIGH_MAX = old
+    assert f.eigenvectors.shape == (60, k)
+    np.testing.assert_allclose(f(X), U[:, :k] @ (U[:, :k].T @ X), atol=1e-8)
+
+
 # -- filters vs the dense reference ------------------------------------------------------
 @SETTINGS
 @given(
@@ -334,6 +353,8 @@ def test_filter_rejects_bad_arguments():
         spectral_filter(L, np.ones(2), heat(1.0))
     with pytest.raises(ValueError, match="X contains 1 NaN"):
         spectral_filter(L, np.array([1.0, np.nan, 0.0]), heat(1.0))
+    unchecked = SpectralFilter(L, heat(1.0), validate=False)
+    assert np.isnan(unchecked(np.array([1.0, np.nan, 0.0]))).any()  # no check, NaN propagates
     with pytest.raises(ValueError, match="L must be symmetric"):
         spectral_filter(np.array([[1.0, -1.0], [0.0, 0.0]]), np.ones(2), heat(1.0))
     with pytest.raises(ValueError, match="L must be square"):
