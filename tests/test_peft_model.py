@@ -163,35 +163,40 @@ def _train_with(model, opt, steps):
 ROUND_TRIP = BUILD + textwrap.dedent("""
     import sys
     from graphopt.peft.model import load_adapter
-    arch, directory, out = sys.argv[1:4]
-    model = load_adapter(build(arch), directory)
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(3, 64, (4, 9), generator=g)
-    model.eval()
-    with torch.no_grad():
-        torch.save({"logits": model(input_ids=ids).logits,
-                    "frozen": [n.index for n in model.nodes if not n.trainable]}, out)
+    root = sys.argv[1]
+    results = {}
+    for arch in sys.argv[2:]:
+        model = load_adapter(build(arch), f"{root}/{arch}")
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(3, 64, (4, 9), generator=g)
+        model.eval()
+        with torch.no_grad():
+            results[arch] = {"logits": model(input_ids=ids).logits,
+                             "frozen": [n.index for n in model.nodes if not n.trainable]}
+    torch.save(results, f"{root}/out.pt")
 """)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
-def test_save_load_round_trip_in_fresh_process(arch, tmp_path):
-    model = get_graphopt_model(build(arch), GGMConfig(rank=3, bias_nodes=(arch != "bert")))
-    _train(model)
-    model.freeze_nodes(range(0, len(model.nodes), 2))
-    _train(model, steps=1)
-    expected = _logits(model)
-    model.save_adapter(tmp_path / "adapter")
-    assert sorted(os.listdir(tmp_path / "adapter")) == [CONFIG_FILE, WEIGHTS_FILE]  # no temp left
+def test_save_load_round_trip_in_fresh_process(tmp_path):
+    """Save three adapters here; one fresh interpreter loads them into fresh base models."""
+    expected = {}
+    for arch in ARCHS:
+        model = get_graphopt_model(build(arch), GGMConfig(rank=3, bias_nodes=(arch != "bert")))
+        _train(model)
+        model.freeze_nodes(range(0, len(model.nodes), 2))
+        _train(model, steps=1)
+        expected[arch] = (_logits(model), [n.index for n in model.nodes if not n.trainable])
+        model.save_adapter(tmp_path / arch)
+        assert sorted(os.listdir(tmp_path / arch)) == [CONFIG_FILE, WEIGHTS_FILE]  # no temp left
     script = tmp_path / "load.py"
     script.write_text(ROUND_TRIP)
-    out = tmp_path / "out.pt"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    subprocess.run([sys.executable, str(script), arch, str(tmp_path / "adapter"), str(out)],
-                   check=True, env=env, timeout=120)
-    got = torch.load(out)
-    torch.testing.assert_close(got["logits"], expected, atol=2e-5, rtol=1e-5)
-    assert got["frozen"] == [n.index for n in model.nodes if not n.trainable]
+    subprocess.run([sys.executable, str(script), str(tmp_path), *ARCHS],
+                   check=True, env=env, timeout=180)
+    got = torch.load(tmp_path / "out.pt")
+    for arch in ARCHS:
+        torch.testing.assert_close(got[arch]["logits"], expected[arch][0], atol=2e-5, rtol=1e-5)
+        assert got[arch]["frozen"] == expected[arch][1]
 
 
 def test_adapter_stores_only_trained_tensors(tmp_path):
