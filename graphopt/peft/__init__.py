@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from .allocation import Allocation, allocate
 from .callbacks import GGMAllocationCallback, GGMAllocator
-from .config import GGMConfig
-from .model import GraphoptModel, get_graphopt_model, load_adapter
+from .config import SELECTION_POLICIES, GGMConfig
+from .layers import PCLayer
+from .model import GraphoptModel, Node, get_graphopt_model, load_adapter
 from .param_graph import ParameterGraph, build_parameter_graph
 from .scoring import NodeScorer
 from .spectral_filter import SpectralFilterCallback, SpectralGradientFilter
@@ -20,6 +21,9 @@ from .spectral_reg import SpectralRegularizer, SpectralTrainer
 
 __all__ = [
     "GGMConfig",
+    "SELECTION_POLICIES",
+    "PCLayer",
+    "Node",
     "GraphoptModel",
     "get_graphopt_model",
     "load_adapter",
