@@ -17,6 +17,16 @@ pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in 
 SETTINGS = settings(max_examples=20, deadline=None)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny matrices gain nothing from threads, and on a shared CPU OpenMP threads waiting
+    for descheduled siblings slow each small op by ~10x; restored after this module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # -- strategies ---------------------------------------------------------------------------
 @st.composite
 def weight_matrices(draw, min_n=1, max_n=12, connected=False, allow_isolated=True):

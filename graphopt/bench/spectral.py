@@ -320,7 +320,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--large", type=int, default=100_000, help="O(nnz) case size (0: skip)")
     p.add_argument("--large-algorithm", default="brute", choices=["brute", "kdtree", "auto"])
     p.add_argument("--repeat", type=int, default=3, help="best-of for cached apply times")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: comparable timings, no oversubscription "
+                        "on a shared CPU; 0: torch's default)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="small sizes, < 30 s")
