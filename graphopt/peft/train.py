@@ -130,6 +130,7 @@ class TrainResult:
 
     epochs: list[dict[str, Any]] = field(default_factory=list)
     step_times: list[float] = field(default_factory=list)      # seconds per optimiser step
+    step_cpu_times: list[float] = field(default_factory=list)  # process CPU seconds per step
     step_phases: list[str] = field(default_factory=list)       # allocator phase at that step
     allocator_times: list[float] = field(default_factory=list)  # seconds inside allocator.step
     selection_step: int | None = None                          # step after which nodes froze
@@ -179,6 +180,7 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
         for idx in bar:
             _sync(device)
             t0 = time.perf_counter()
+            c0 = time.process_time()
             local = idx[rank::world_size] if world_size > 1 else idx
             out = model(**_collate(train, local, pad_id, device))
             out.loss.backward()
@@ -197,6 +199,8 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
             t2 = time.perf_counter()
             optimizer.zero_grad(set_to_none=True)
             result.step_times.append(t2 - t0)
+            # CPU seconds of this process (all threads): robust to other processes' load.
+            result.step_cpu_times.append(time.process_time() - c0)
             result.allocator_times.append(t2 - t1)
             result.step_phases.append(phase)
             loss = float(out.loss.detach())
