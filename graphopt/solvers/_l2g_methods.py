@@ -310,6 +310,7 @@ def solve_reduced(P: L2gProblem, omega0: torch.Tensor, tol: float, max_iter: int
         t_next = 0.5 * (1.0 + (1.0 + 4.0 * t * t) ** 0.5)
         beta = (t - 1.0) / t_next
         accepted = False
+        rejected = False
         for attempt in (0, 1):
             if attempt == 0 and beta > 0:
                 Y = B + beta * (B - B_prev)
@@ -324,8 +325,15 @@ def solve_reduced(P: L2gProblem, omega0: torch.Tensor, tol: float, max_iter: int
                 B_new = _h_prox_groups(P, Y - g_Y / L, L)
                 s_new, g_new, Ainv_new = red.smooth(B_new)
                 diff = B_new - Y
-                bound = s_Y + float((g_Y * diff).sum()) + 0.5 * L * float((diff * diff).sum())
-                if s_new <= bound + 16.0 * torch.finfo(B.dtype).eps * abs(s_Y) or L > 1e300:
+                diff2 = float((diff * diff).sum())
+                bound = s_Y + float((g_Y * diff).sum()) + 0.5 * L * diff2
+                # Descent lemma s(B⁺) ≤ s(Y) + ⟨∇s(Y), B⁺ − Y⟩ + (L/2)‖B⁺ − Y‖². Near the
+                # solution its two sides differ by less than the round-off of s, so also
+                # accept the sufficient gradient form ⟨∇s(B⁺) − ∇s(Y), B⁺ − Y⟩ ≤ (L/2)‖B⁺ − Y‖²
+                # (valid because s is convex), which has no such cancellation (as in TFOCS).
+                if (s_new <= bound + 16.0 * torch.finfo(B.dtype).eps * abs(s_Y)
+                        or float(((g_new - g_Y) * diff).sum()) <= 0.5 * L * diff2
+                        or L > 1e300):
                     break
                 L *= 2.0
             h_new, D_new = red.h(B_new)
@@ -341,6 +349,7 @@ def solve_reduced(P: L2gProblem, omega0: torch.Tensor, tol: float, max_iter: int
                 if R_new - R_B <= slack and n_stalled < _MAX_STALLED:
                     accepted = True
                     break
+            rejected = True
             n_restart += 1
         if not accepted:  # no decrease even from B: B is stationary to working precision
             t = 1.0
@@ -350,7 +359,13 @@ def solve_reduced(P: L2gProblem, omega0: torch.Tensor, tol: float, max_iter: int
         # Progress below the round-off of R counts as a stall; too many in a row end the run.
         slack = 64.0 * torch.finfo(B.dtype).eps * (abs(s_B) + abs(h_B))
         n_stalled = n_stalled + 1 if R_new > R_B - slack else 0
-        t = t_next if attempt == 0 else 1.0
+        # Momentum grows unless an extrapolated step was just rejected (then it restarts).
+        t = 1.0 if rejected else t_next
+        # Gradient-based adaptive restart (O'Donoghue & Candès 2015): when the step points
+        # against the momentum, the momentum is overshooting the (strongly convex) valley.
+        if attempt == 0 and float(((Y - B_new) * (B_new - B)).sum()) > 0:
+            t = 1.0
+            n_restart += 1
         B_prev, B = B, B_new
         s_B, g_B, Ainv_B, D_B, R_B = s_new, g_new, Ainv_new, D_new, R_new
         history.append(R_B + red.const)
