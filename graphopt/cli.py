@@ -1,39 +1,71 @@
-"""The ``graphopt`` command line: one entry point, one subcommand per job."""
+"""The ``graphopt`` command line: one entry point, one subcommand per job.
+
+    graphopt finetune [options]        fine-tune a transformers model (default: MiniLM on BBC News)
+    graphopt bench NAME [options]      run a benchmark: solvers, l2g, spectral, peft, spectral-training
+    graphopt demo [options]            solve a sparse GGM and verify it against cvxpy
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-__all__ = ["main"]
+__all__ = ["main", "SUBCOMMANDS", "BENCHMARKS"]
 
-
-def _demo(argv: Sequence[str]) -> int:
-    from .demo import main as demo_main
-
-    return demo_main(argv)
-
-
-# Subcommand name -> (one-line help, runner). Runners import lazily so `graphopt --help`
+# Subcommand -> (one-line help, "module:function"). Runners import lazily so `graphopt --help`
 # stays fast and a missing optional extra only affects the subcommand that needs it.
-SUBCOMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
-    "demo": ("solve a sparse GGM and verify it against cvxpy", _demo),
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "finetune": ("fine-tune a transformers model with GGM allocation or a baseline",
+                 "graphopt.peft.finetune:main"),
+    "bench": ("run a benchmark (graphopt bench --help lists them)", "graphopt.cli:_bench"),
+    "demo": ("solve a sparse GGM and verify it against cvxpy", "graphopt.demo:main"),
 }
+
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "solvers": ("graphical lasso: scikit-learn vs ADMM vs BCD vs cvxpy; l2g_ggm speed-up",
+                "graphopt.bench.solvers:main"),
+    "l2g": ("l2g_ggm at the published size: fast method vs plain BCD vs released mode",
+            "graphopt.bench.l2g:main"),
+    "spectral": ("spectral filters: exact vs Chebyshev vs CG on k-NN graphs",
+                 "graphopt.bench.spectral:main"),
+    "peft": ("per-step cost of GGM vs LoRA vs full fine-tuning; allocation overhead",
+             "graphopt.bench.peft:main"),
+    "spectral-training": ("spectral regulariser / gradient filter: convergence evidence",
+                          "graphopt.bench.spectral_training:main"),
+}
+
+
+def _load(target: str):
+    module_name, function_name = target.split(":")
+    return getattr(importlib.import_module(module_name), function_name)
+
+
+def _dispatch(prog: str, table: dict[str, tuple[str, str]], argv: Sequence[str], doc: str) -> int:
+    argv = list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(f"usage: {prog} {{{','.join(table)}}} [options]\n\n{doc.strip()}\n")
+        width = max(len(name) for name in table)
+        for name, (help_, _) in table.items():
+            print(f"  {name:<{width}}  {help_}")
+        return 0
+    name = argv[0]
+    if name not in table:
+        parser = argparse.ArgumentParser(prog=prog)
+        parser.error(f"unknown command {name!r}; choose from {', '.join(table)}")
+    return int(_load(table[name][1])(argv[1:]) or 0)
+
+
+def _bench(argv: Sequence[str]) -> int:
+    """``graphopt bench NAME [options]``: run one benchmark (prints a table, writes JSON)."""
+    return _dispatch("graphopt bench", BENCHMARKS, argv, "Run one benchmark.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch ``graphopt <subcommand> [options]``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="graphopt", description=__doc__)
-    parser.add_argument("subcommand", choices=sorted(SUBCOMMANDS), help="job to run")
-    if not argv or argv[0] in ("-h", "--help"):
-        parser.print_help()
-        lines = [f"  {name:12s} {help_}" for name, (help_, _) in sorted(SUBCOMMANDS.items())]
-        print("\nsubcommands:\n" + "\n".join(lines))
-        return 0
-    args = parser.parse_args(argv[:1])
-    return int(SUBCOMMANDS[args.subcommand][1](argv[1:]) or 0)
+    return _dispatch("graphopt", SUBCOMMANDS, argv, __doc__ or "")
 
 
 if __name__ == "__main__":  # pragma: no cover

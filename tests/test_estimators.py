@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sklearn.covariance import GraphicalLasso as SkGraphicalLasso
 from sklearn.covariance import empirical_covariance, log_likelihood
@@ -24,6 +24,10 @@ def test_sklearn_compatible(estimator, check):
     check(estimator)
 
 
+def _rel_frobenius(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
 def _data(seed: int, n: int, p: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     A = rng.standard_normal((p, p)) * (rng.random((p, p)) < 0.3)
@@ -33,6 +37,7 @@ def _data(seed: int, n: int, p: int) -> np.ndarray:
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10_000), p=st.integers(2, 8), alpha=st.floats(0.05, 0.5),
        method=st.sampled_from(["admm", "bcd"]), centered=st.booleans())
+@example(seed=0, p=4, alpha=0.5, method="admm", centered=False)  # flat objective (CI regression)
 def test_fit_matches_sklearn_and_cvxpy(seed, p, alpha, method, centered):
     X = _data(seed, 4 * p, p)
     ours = GraphicalLasso(alpha=alpha, method=method, tol=1e-10, assume_centered=centered).fit(X)
@@ -46,11 +51,13 @@ def test_fit_matches_sklearn_and_cvxpy(seed, p, alpha, method, centered):
     np.testing.assert_allclose(ours.location_, ref.location_)
     assert ours.converged_ and ours.n_iter_ >= 1
     if sk_converged:  # scikit-learn at 1e-10 sometimes stalls; then cvxpy alone is the reference
-        np.testing.assert_allclose(ours.precision_, ref.precision_, rtol=1e-4, atol=1e-6)
+        # ALGORITHMS.md §5: precisions equal to ~1e-4 relative in Frobenius norm. The objective
+        # is flat near the optimum (a 1e-10 objective gap moves entries by ~1e-5), so an
+        # entry-wise rtol would test the stopping rule, not the answer.
+        assert _rel_frobenius(ours.precision_, ref.precision_) <= 1e-4
         # scikit-learn's covariance_ is its coordinate-descent W, only ~enet_tol close to the
         # inverse of its precision_; ours is exactly Θ⁻¹, so compare with the inverse.
-        np.testing.assert_allclose(ours.covariance_, np.linalg.inv(ref.precision_),
-                                   rtol=1e-4, atol=1e-6)
+        assert _rel_frobenius(ours.covariance_, np.linalg.inv(ref.precision_)) <= 1e-4
     ours_obj = glasso_objective(S, ours.precision_, alpha)
     assert abs(ours_obj - exact.objective) <= 1e-6 * max(abs(exact.objective), 1.0)
     X_test = _data(seed + 1, 20, p)

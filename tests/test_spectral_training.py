@@ -581,3 +581,20 @@ def test_coordination_combines_with_every_finetune_method(method):
         assert prepared.allocator.allocation is not None
         assert sum(s["blocks"].values()) <= opts.n_select
         assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
+
+
+def test_benchmark_summary_counts_steps_to_90_percent_of_the_best_run():
+    from graphopt.bench.spectral_training import _summarise
+
+    def run(config, seed, accs):
+        return {"config": config, "seed": seed, "curve": list(zip([0, 5, 10], accs)),
+                "step_s": [0.1, 0.2], "hook_s": [], "removed_energy": [], "reg": []}
+
+    runs = [run("baseline", 0, [0.2, 0.5, 0.8]), run("filter", 0, [0.2, 0.75, 0.7]),
+            run("baseline", 1, [0.2, 0.4, 0.6]), run("filter", 1, [0.2, 0.3, 0.5])]
+    s = _summarise(runs, ["baseline", "filter"])
+    # seed 0: best 0.8 -> threshold 0.72: baseline at step 10, filter at 5;
+    # seed 1: best 0.6 -> threshold 0.54: baseline at 10, filter never.
+    assert s["baseline"]["steps_to_90"] == (10.0, 0.0) and s["baseline"]["reached_90"] == "2/2"
+    assert s["filter"]["steps_to_90"] == (5.0, 0.0) and s["filter"]["reached_90"] == "1/2"
+    np.testing.assert_allclose(s["filter"]["final_acc"], (0.6, np.std([0.7, 0.5], ddof=1)))

@@ -18,16 +18,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._tensor import ArrayLike, check_covariance, check_finite, check_square, check_symmetric, to_tensor
+from .._tensor import ArrayLike, check_covariance, check_finite, check_symmetric, to_tensor
 from ..exceptions import ConvergenceWarning
 from ._admm import admm
 from ._bcd import bcd
 from ._certificates import (
+    dual_objective,
     kkt_violation,
     penalty_mask,
     primal_objective,
     project_dual,
-    dual_objective,
     sklearn_gap,
     spd_inverse,
 )
@@ -44,18 +44,20 @@ METHODS: dict[str, tuple[Callable[..., dict], int]] = {
 
 
 def _check_alpha(alpha: Any, batch: int | None, like: torch.Tensor) -> torch.Tensor:
-    """alpha as a (B,) tensor; scalar for one problem, scalar or (B,) for a batch."""
-    a = torch.as_tensor(np.asarray(alpha.detach().cpu() if isinstance(alpha, torch.Tensor)
-                                   else alpha, dtype=np.float64))
-    if a.ndim > 1 or (a.ndim == 1 and (batch is None and a.numel() != 1)):
-        raise ValueError(
-            f"alpha must be a scalar{' or have shape (B,) = (' + str(batch) + ',)' if batch else ''}, "
-            f"got shape {tuple(a.shape)}")
-    if a.ndim == 1 and batch is not None and a.numel() not in (1, batch):
-        raise ValueError(f"alpha must be a scalar or have shape ({batch},), got shape {tuple(a.shape)}")
-    if not bool(torch.isfinite(a).all()) or bool((a < 0).any()):
+    """alpha as a (B,) tensor: a scalar for one problem; a scalar or shape (B,) for a batch."""
+    raw = alpha.detach().cpu().numpy() if isinstance(alpha, torch.Tensor) else alpha
+    try:
+        a = np.asarray(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"alpha must be a number or an array of numbers, got {alpha!r}") from None
+    want = "a scalar" if batch is None else f"a scalar or have shape ({batch},)"
+    if a.ndim > 1 or (a.ndim == 1 and a.size not in (1, batch or 1)):
+        raise ValueError(f"alpha must be {want}, got shape {a.shape}")
+    if not np.all(np.isfinite(a)) or np.any(a < 0):
         raise ValueError(f"alpha must be finite and >= 0, got {a.tolist()}")
-    return a.reshape(-1).expand(batch or 1).to(dtype=like.dtype, device=like.device).clone()
+    n = 1 if batch is None else batch
+    return torch.as_tensor(np.broadcast_to(a.reshape(-1), (n,)).copy(),
+                           dtype=like.dtype, device=like.device)
 
 
 def _check_init(init: Any, S: torch.Tensor) -> torch.Tensor | None:

