@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from graphopt import cli
+
+BENCHMARK_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 @pytest.mark.parametrize("table", [cli.SUBCOMMANDS, cli.BENCHMARKS])
@@ -30,3 +36,13 @@ def test_unknown_benchmark_is_an_error(capsys):
     with pytest.raises(SystemExit):
         cli.main(["bench", "nope"])
     assert "nope" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCHMARK_DIR.glob("*.py")))
+def test_benchmark_scripts_run_as_files(script):
+    # `python benchmarks/peft.py` puts benchmarks/ first on sys.path, where peft.py would
+    # shadow Hugging Face's peft; each script must still import and answer --help.
+    done = subprocess.run([sys.executable, str(BENCHMARK_DIR / script), "--help"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "usage" in done.stdout

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from graphopt.peft.finetune import CPU_STEPS_PER_EPOCH
+
 __all__ = ["main", "run_worker"]
 
 STEP_RATIO_TARGET = 1.2
@@ -44,9 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=8,
                    help="timed steps per method (GGM: after selection)")
     p.add_argument("--warmup-steps", type=int, default=2, help="GGM warm-up steps")
-    p.add_argument("--scoring-steps", type=int, default=16,
+    p.add_argument("--scoring-steps", type=int, default=CPU_STEPS_PER_EPOCH,
                    help="GGM scoring steps (= samples T of the covariance; default as in the "
-                        "default CPU fine-tune: 16)")
+                        f"default CPU fine-tune: {CPU_STEPS_PER_EPOCH})")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-length", type=int, default=128)
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
