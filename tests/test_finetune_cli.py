@@ -152,7 +152,8 @@ def test_lora_baselines(tiny, tmp_path, method):
 
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes(tiny, tmp_path):
-    """Under torchrun (gloo, 2 processes) the job trains, selects once and rank 0 writes."""
+    """Under torchrun (gloo, 2 processes) the job trains with the spectral hooks on, selects
+    once and rank 0 writes."""
     import subprocess
     import sys
 
@@ -162,7 +163,8 @@ def test_torchrun_two_cpu_processes(tiny, tmp_path):
            "--data", str(tiny / "data.csv"), "--output-dir", str(out), "--epochs", "2",
            "--steps-per-epoch", "4", "--batch-size", "8", "--max-length", "16",
            "--no-progress", "--threads", "1", "--rank", "4", "--n-important", "2",
-           "--n-select", "5", "--warmup-steps", "2", "--scoring-steps", "3"]
+           "--n-select", "5", "--warmup-steps", "2", "--scoring-steps", "3",
+           "--spectral-filter", "heat:t=0.5", "--spectral-reg", "0.1", "--spectral-k", "3"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
@@ -170,6 +172,51 @@ def test_torchrun_two_cpu_processes(tiny, tmp_path):
     assert m["timings"]["selection_step"] == 5 and len(m["allocation"]["selected"]) == 5
     assert m["trainable_parameters"]["initial"] - m["trainable_parameters"]["final"] == 19 * 64
     assert (out / "selected_nodes.png").is_file()
+    assert m["spectral"]["steps"] == 8 and m["spectral"]["reg_per_step"][-1] > 0
+
+
+@pytest.mark.parametrize("method,extra", [
+    ("ggm", ["--rank", "4", "--n-important", "2", "--n-select", "5", "--warmup-steps", "2",
+             "--scoring-steps", "3"]),
+    ("pc-all", ["--rank", "4"]),
+    ("full", []),
+])
+def test_spectral_options_combine_with_methods(tiny, tmp_path, method, extra):
+    """--spectral-reg / --spectral-filter run with each method family and are recorded per step."""
+    m = _run(tiny, tmp_path / method, "--method", method, *extra, "--spectral-reg", "0.1",
+             "--spectral-filter", "heat:t=0.5", "--spectral-mix", "0.5", "--spectral-k", "3",
+             *(["--spectral-graph", "rows"] if method == "full" else []))
+    _check_common(m)
+    sp = m["spectral"]
+    assert sp["mu"] == 0.1 and sp["filter"].startswith("heat") and sp["beta"] == 0.5
+    assert sp["steps"] == 12
+    assert len(sp["reg_per_step"]) == len(sp["removed_energy_per_step"]) == 12
+    # Θ = Θ⁰ before the first step: the regulariser starts at 0 and grows as Θ moves.
+    assert sp["reg_per_step"][0] == pytest.approx(0.0, abs=1e-12) and sp["reg_per_step"][-1] > 0
+    assert all(0.0 <= e <= 1.0 for e in sp["removed_energy_per_step"])
+    assert m["timings"]["spectral_s"] > 0
+    if method == "ggm":
+        assert len(m["allocation"]["selected"]) == 5
+
+
+def test_spectral_mix_zero_leaves_training_bit_identical(tiny, tmp_path):
+    """β = 0 and μ = 0: the hooks run, but the trajectory equals the plain run exactly."""
+    plain = _run(tiny, tmp_path / "plain", "--method", "pc-all", "--rank", "4")
+    mixed = _run(tiny, tmp_path / "mix0", "--method", "pc-all", "--rank", "4",
+                 "--spectral-filter", "heat:t=1", "--spectral-mix", "0", "--spectral-k", "3")
+    assert mixed["spectral"]["steps"] == 12
+    assert [e["train_loss"] for e in mixed["epochs"]] == [e["train_loss"] for e in plain["epochs"]]
+    assert mixed["test"] == plain["test"]
+
+
+def test_bad_spectral_options_exit_with_clear_message(capsys):
+    for argv, message in [(["--spectral-mix", "2"], "--spectral-mix"),
+                          (["--spectral-filter", "wobble:x=1"], "--spectral-filter"),
+                          (["--spectral-reg", "-1"], "--spectral-reg")]:
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        assert message in capsys.readouterr().err
 
 
 def test_max_steps_before_selection_warns_and_skips_allocation(tiny, tmp_path, capsys):

@@ -23,6 +23,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._argtypes import nonneg_int, positive_float, positive_int
+
 __all__ = ["main", "build_parser", "default_model_path", "CPU_STEPS_PER_EPOCH"]
 
 #: Default cap on optimiser steps per epoch on a CPU (``--steps-per-epoch auto``).
@@ -44,43 +46,14 @@ def default_model_path() -> Path:
     return path
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
-    return value
-
-
 def _steps_per_epoch(text: str) -> int | None:
-    return None if text == "auto" else _nonneg_int(text)
+    return None if text == "auto" else nonneg_int(text)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``graphopt finetune`` argument parser."""
     from graphopt.peft.methods import METHODS
+    from graphopt.peft.spectral_coordination import add_spectral_arguments
 
     p = argparse.ArgumentParser(
         prog="graphopt finetune", description=__doc__.split("\n\n")[0],
@@ -96,41 +69,42 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--text-column", default=None, help="text column (default: auto-detect)")
     g.add_argument("--text-pair-column", default=None, help="second text column, for pairs")
     g.add_argument("--label-column", default=None, help="label column (default: auto-detect)")
-    g.add_argument("--few-shot", type=_positive_int, default=None, metavar="K",
+    g.add_argument("--few-shot", type=positive_int, default=None, metavar="K",
                    help="keep K training examples per class (seeded)")
-    g.add_argument("--max-length", type=_positive_int, default=128, help="tokens per example")
+    g.add_argument("--max-length", type=positive_int, default=128, help="tokens per example")
     t = p.add_argument_group("training")
     t.add_argument("--method", default="ggm", choices=list(METHODS), help="fine-tuning method")
-    t.add_argument("--epochs", type=_positive_int, default=3, help="training epochs")
+    t.add_argument("--epochs", type=positive_int, default=3, help="training epochs")
     t.add_argument("--steps-per-epoch", type=_steps_per_epoch, default=None, metavar="N|auto",
                    help=f"cap on optimiser steps per epoch; auto = {CPU_STEPS_PER_EPOCH} on CPU, "
                         "full epochs on CUDA; 0 = full epochs")
-    t.add_argument("--max-steps", type=_positive_int, default=None,
+    t.add_argument("--max-steps", type=positive_int, default=None,
                    help="stop after this many optimiser steps in total")
-    t.add_argument("--batch-size", type=_positive_int, default=16, help="global batch size")
-    t.add_argument("--lr", type=_positive_float, default=None,
+    t.add_argument("--batch-size", type=positive_int, default=16, help="global batch size")
+    t.add_argument("--lr", type=positive_float, default=None,
                    help="AdamW learning rate (default: per method, 1e-3; full: 5e-5)")
     t.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     t.add_argument("--seed", type=int, default=0, help="seed of split, init, batches, selection")
     t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    t.add_argument("--threads", type=_positive_int, default=None,
+    t.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: the cores this process may use)")
     t.add_argument("--output-dir", type=Path, default=None,
                    help="where results go (default: runs/finetune-<method>)")
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
     k = p.add_argument_group("GGM allocation (ggm, random, top-importance, pc-all)")
-    k.add_argument("--rank", type=_positive_int, default=10, help="PC nodes per target matrix")
-    k.add_argument("--n-important", type=_positive_int, default=30, help="important nodes k")
-    k.add_argument("--n-select", type=_positive_int, default=60, help="nodes kept K")
+    k.add_argument("--rank", type=positive_int, default=10, help="PC nodes per target matrix")
+    k.add_argument("--n-important", type=positive_int, default=30, help="important nodes k")
+    k.add_argument("--n-select", type=positive_int, default=60, help="nodes kept K")
     k.add_argument("--tau", type=float, default=20.0, help="group-sparsity weight τ >= 0")
-    k.add_argument("--lam", type=_positive_float, default=1000.0, help="coupling weight λ > 0")
+    k.add_argument("--lam", type=positive_float, default=1000.0, help="coupling weight λ > 0")
     k.add_argument("--g", type=float, default=0.9, help="group exponent g in (0, 1]")
     k.add_argument("--omega-step", choices=["exact", "released"], default="exact",
                    help="Ω-update of the GGM solver")
-    k.add_argument("--warmup-steps", type=_nonneg_int, default=None,
+    k.add_argument("--warmup-steps", type=nonneg_int, default=None,
                    help="warm-up length in steps (default: 1 epoch)")
-    k.add_argument("--scoring-steps", type=_nonneg_int, default=None,
+    k.add_argument("--scoring-steps", type=nonneg_int, default=None,
                    help="scoring length in steps (default: 1 epoch)")
+    add_spectral_arguments(p)
     return p
 
 
@@ -233,6 +207,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from graphopt.peft.data import load_splits
     from graphopt.peft.methods import DEFAULT_LR, MethodOptions, prepare_method
     from graphopt.peft.report import format_table, result_row, write_json_atomic
+    from graphopt.peft.spectral_coordination import build_spectral_coordination
     from graphopt.peft.train import encode, evaluate, peak_memory, train_model
 
     device = _resolve_device(args.device)
@@ -274,6 +249,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     prepared = prepare_method(args.method, base, options, steps_per_epoch)
     prepared.model.to(device)
     trainable0, total_params = prepared.trainable_parameter_count()
+    # Built on the unwrapped model before any DDP wrapping: the graph and Θ⁰ come from the
+    # current (pretrained / initial) values, identically on every rank.
+    spectral = build_spectral_coordination(args, prepared.model, args.method)
     train_module = prepared.model
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -296,7 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pad_id=pad_id, device=device, allocator=prepared.allocator, max_steps=args.max_steps,
         seed=args.seed, weight_decay=args.weight_decay, rank=rank, world_size=world,
         progress=show, count_trainable=lambda: prepared.trainable_parameter_count()[0],
-        eval_model=prepared.model)
+        eval_model=prepared.model, spectral=spectral)
     t_test = time.perf_counter()
     test = evaluate(prepared.model, enc["test"], batch_size=2 * args.batch_size, pad_id=pad_id,
                     device=device, num_labels=splits.num_labels, desc="test", progress=show)
@@ -347,9 +325,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "allocator_s": float(alloc_times.sum()), "scoring_s": scoring_s,
             "selection_s": selection_s, "selection_step": sel,
             "allocator_fraction_of_total": float(alloc_times.sum()) / total_s,
+            "spectral_s": float(sum(spectral.hook_seconds)) if spectral is not None else 0.0,
             "per_phase": _phase_summary(result.step_times, phases) if phases else {},
             "step_times_s": result.step_times, "step_phases": phases,
         },
+        "spectral": spectral.summary() if spectral is not None else None,
         "peak_memory": peak_memory(device),
         "outputs": outputs,
     }

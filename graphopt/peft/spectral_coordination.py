@@ -37,6 +37,7 @@ from torch import nn
 from ..responses import parse_response
 from .param_graph import ParameterGraph, build_parameter_graph
 from .spectral_filter import FILTER_METHODS, SpectralGradientFilter
+from ._argtypes import nonneg_float, nonneg_int, positive_int, unit_interval
 from .spectral_reg import SpectralRegularizer
 
 __all__ = [
@@ -50,23 +51,6 @@ __all__ = [
 GRAPH_CHOICES = ("knn", "scores", "rows")
 
 
-def _nonneg_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return v
-
-
-def _mix(text: str) -> float:
-    v = _nonneg_float(text)
-    if v > 1:
-        raise argparse.ArgumentTypeError(f"the mixing weight must lie in [0, 1], got {text!r}")
-    return v
-
-
 def _response(text: str) -> str:
     try:
         parse_response(text)
@@ -75,53 +59,33 @@ def _response(text: str) -> str:
     return text
 
 
-def _pos_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
-
-
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return v
-
-
 def add_spectral_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the ``--spectral-*`` options (issue 5) to ``parser`` (one argument group)."""
     g = parser.add_argument_group(
         "spectral coordination", "graph Dirichlet regulariser and spectral gradient filter "
         "over parameter nodes (docs/spectral-training.md); combine with any --method")
-    g.add_argument("--spectral-reg", type=_nonneg_float, default=0.0, metavar="MU",
+    g.add_argument("--spectral-reg", type=nonneg_float, default=0.0, metavar="MU",
                    help="add MU * sum_b tr((Θ−Θ0)ᵀ L_b (Θ−Θ0)) to the loss (default 0: off)")
     g.add_argument("--spectral-filter", type=_response, default=None, metavar="RESPONSE",
                    help="low-pass the node gradients before each optimiser step: "
                         "heat:t=T | tikhonov:a=A | lowpass:k=K (default: off)")
-    g.add_argument("--spectral-mix", type=_mix, default=1.0, metavar="BETA",
+    g.add_argument("--spectral-mix", type=unit_interval, default=1.0, metavar="BETA",
                    help="G <- (1-BETA) G + BETA h(L) G, BETA in [0, 1] (default 1)")
     g.add_argument("--spectral-graph", choices=GRAPH_CHOICES, default="knn",
                    help="knn: method's nodes, Gaussian k-NN on pretrained values; rows: rows "
                         "of the trainable matrices; scores: method's nodes, correlation of "
                         "their sensitivity scores (default knn)")
-    g.add_argument("--spectral-k", type=_pos_int, default=10, metavar="K",
+    g.add_argument("--spectral-k", type=positive_int, default=10, metavar="K",
                    help="neighbours per node in the graph (default 10)")
     g.add_argument("--spectral-method", choices=FILTER_METHODS, default="auto",
                    help="filter method: auto (per block the cheaper of exact and Chebyshev; "
                         "exact for lowpass), exact, chebyshev, solve (tikhonov only) (default auto)")
-    g.add_argument("--spectral-order", type=_pos_int, default=30, metavar="K",
+    g.add_argument("--spectral-order", type=positive_int, default=30, metavar="K",
                    help="Chebyshev polynomial order (default 30)")
-    g.add_argument("--spectral-window", type=_pos_int, default=20, metavar="T",
+    g.add_argument("--spectral-window", type=positive_int, default=20, metavar="T",
                    help="--spectral-graph scores: steps of scores before the graph is built "
                         "(default 20)")
-    g.add_argument("--spectral-rebuild-every", type=_nonneg_int, default=0, metavar="N",
+    g.add_argument("--spectral-rebuild-every", type=nonneg_int, default=0, metavar="N",
                    help="rebuild the graph every N optimiser steps (default 0: knn/rows never, "
                         "scores once after the window)")
 

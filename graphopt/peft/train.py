@@ -149,13 +149,19 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
                 pad_id: int, device: torch.device, allocator: Any | None = None,
                 max_steps: int | None = None, seed: int = 0, weight_decay: float = 0.0,
                 rank: int = 0, world_size: int = 1, progress: bool = True,
-                count_trainable: Any = None, eval_model: nn.Module | None = None) -> TrainResult:
+                count_trainable: Any = None, eval_model: nn.Module | None = None,
+                spectral: Any | None = None) -> TrainResult:
     """Train for ``epochs`` × ``steps_per_epoch`` steps (or ``max_steps``), evaluating each epoch.
 
     Each epoch draws a fresh seeded permutation of the training set and takes its first
     ``steps_per_epoch`` batches of ``batch_size`` (the global batch: with ``world_size``
     processes, process ``rank`` computes rows ``rank::world_size`` of it). ``eval_model`` is
     the module evaluated each epoch (the unwrapped model under DDP; default ``model``).
+
+    ``spectral`` (a :class:`graphopt.peft.spectral_coordination.SpectralCoordination`) adds
+    its Dirichlet regulariser to the loss, L = L_task + μ Σ_b tr(ΔΘ_bᵀ L_b ΔΘ_b), and filters
+    the gradients after ``backward()`` (under DDP: after the all-reduce) and before
+    ``optimizer.step()``. Reported losses are the task loss.
     """
     from tqdm.auto import tqdm
 
@@ -168,6 +174,8 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
     step = 0
     show = progress and rank == 0
+    # The spectral hooks act on the parameters themselves, so they get the unwrapped module.
+    hook_model = eval_model if eval_model is not None else model
     model.train()
     for epoch in range(epochs):
         if step >= total:
@@ -183,7 +191,14 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
             c0 = time.process_time()
             local = idx[rank::world_size] if world_size > 1 else idx
             out = model(**_collate(train, local, pad_id, device))
-            out.loss.backward()
+            objective = out.loss
+            if spectral is not None:
+                reg = spectral.loss_term(hook_model)
+                if reg is not None:
+                    objective = objective + reg
+            objective.backward()
+            if spectral is not None:
+                spectral.before_optimizer_step(hook_model)
             optimizer.step()
             phase = getattr(allocator, "phase", "train") if allocator is not None else "train"
             _sync(device)
@@ -209,7 +224,11 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
                                          f"lower --lr")
             losses.append(loss)
             step += 1
-            bar.set_postfix(loss=f"{loss:.3f}", phase=phase)
+            postfix = {"loss": f"{loss:.3f}", "phase": phase}
+            if spectral is not None:
+                postfix.update({k.removeprefix("spectral_"): f"{v:.3g}"
+                                for k, v in spectral.metrics().items() if math.isfinite(v)})
+            bar.set_postfix(postfix)
         bar.close()
         train_time = time.perf_counter() - t_epoch
         t_eval = time.perf_counter()
