@@ -1,4 +1,5 @@
-"""Benchmark of the l2,g-coupled GGM solver; see graphopt/bench/l2g.py."""
-from graphopt.bench.l2g import main
+"""Benchmark of the l2,g-coupled GGM solver (graphopt/bench/l2g.py, `graphopt bench l2g`)."""
+from graphopt.bench import run_script
 
-raise SystemExit(main())
+if __name__ == "__main__":  # the guard matters where runs happen in spawned workers
+    raise SystemExit(run_script(__file__, "graphopt.bench.l2g"))

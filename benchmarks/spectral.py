@@ -1,4 +1,5 @@
-"""Spectral filter benchmark: see graphopt/bench/spectral.py (also `graphopt bench spectral`)."""
-from graphopt.bench.spectral import main
+"""Spectral filter benchmark (graphopt/bench/spectral.py, `graphopt bench spectral`)."""
+from graphopt.bench import run_script
 
-raise SystemExit(main())
+if __name__ == "__main__":  # the guard matters where runs happen in spawned workers
+    raise SystemExit(run_script(__file__, "graphopt.bench.spectral"))

@@ -1,3 +1,5 @@
-"""Spectral coordination evidence (issue 5); the logic lives in graphopt.bench.spectral_training."""
-from graphopt.bench.spectral_training import main
-raise SystemExit(main())
+"""Spectral coordination evidence (graphopt/bench/spectral_training.py, `graphopt bench spectral-training`)."""
+from graphopt.bench import run_script
+
+if __name__ == "__main__":  # the guard matters where runs happen in spawned workers
+    raise SystemExit(run_script(__file__, "graphopt.bench.spectral_training"))

@@ -46,3 +46,24 @@ def test_benchmark_scripts_run_as_files(script):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "usage" in done.stdout
+
+
+def test_run_script_keeps_benchmarks_peft_from_shadowing_hf_peft(monkeypatch):
+    """Python puts a script's folder first on sys.path; run_script must drop it before the
+    benchmark imports transformers (which imports Hugging Face's peft)."""
+    import importlib.machinery
+    import types
+
+    from graphopt.bench import run_script
+
+    monkeypatch.setattr(sys, "path", [str(BENCHMARK_DIR), *sys.path])
+    seen = {}
+
+    def main():
+        spec = importlib.machinery.PathFinder.find_spec("peft")  # searches sys.path itself
+        seen["origin"] = None if spec is None else spec.origin
+        return 0
+
+    monkeypatch.setitem(sys.modules, "fake_benchmark", types.SimpleNamespace(main=main))
+    assert run_script(str(BENCHMARK_DIR / "peft.py"), "fake_benchmark") == 0
+    assert seen["origin"] is None or Path(seen["origin"]).parent != BENCHMARK_DIR
