@@ -51,7 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     p.add_argument("--filter", default="heat:t=0.5", help="filter response (default heat:t=0.5)")
     p.add_argument("--mix", type=float, default=0.5, help="filter mixing β (default 0.5)")
-    p.add_argument("--mu", type=float, default=1.0, help="regulariser weight μ (default 1)")
+    p.add_argument("--mu", type=float, default=1e-3,
+                   help="regulariser weight μ (default 1e-3: on this model μ >= 1e-2 already "
+                        "costs accuracy, see docs/spectral-training.md)")
     p.add_argument("--graph", default="knn", choices=["knn", "rows", "scores"])
     p.add_argument("--filter-method", default="auto", choices=["auto", "chebyshev", "exact"],
                    help="filter method of the training runs (the overhead measurement times "

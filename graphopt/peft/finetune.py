@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ._argtypes import nonneg_int, positive_float, positive_int
+from ._argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 
 __all__ = ["main", "build_parser", "default_model_path", "CPU_STEPS_PER_EPOCH"]
 
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=positive_int, default=16, help="global batch size")
     t.add_argument("--lr", type=positive_float, default=None,
                    help="AdamW learning rate (default: per method, 1e-3; full: 5e-5)")
-    t.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    t.add_argument("--weight-decay", type=nonneg_float, default=0.0, help="AdamW weight decay")
     t.add_argument("--seed", type=int, default=0, help="seed of split, init, batches, selection")
     t.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     t.add_argument("--threads", type=positive_int, default=None,
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--rank", type=positive_int, default=10, help="PC nodes per target matrix")
     k.add_argument("--n-important", type=positive_int, default=30, help="important nodes k")
     k.add_argument("--n-select", type=positive_int, default=60, help="nodes kept K")
-    k.add_argument("--tau", type=float, default=20.0, help="group-sparsity weight τ >= 0")
+    k.add_argument("--tau", type=nonneg_float, default=20.0, help="group-sparsity weight τ >= 0")
     k.add_argument("--lam", type=positive_float, default=1000.0, help="coupling weight λ > 0")
     k.add_argument("--g", type=float, default=0.9, help="group exponent g in (0, 1]")
     k.add_argument("--omega-step", choices=["exact", "released"], default="exact",
@@ -102,15 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _validate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    if args.tau < 0 or not math.isfinite(args.tau):
-        parser.error(f"--tau must be a finite number >= 0, got {args.tau}")
     if not 0 < args.g <= 1:
         parser.error(f"--g must lie in (0, 1], got {args.g}")
     if args.n_important > args.n_select:
         parser.error(f"--n-important ({args.n_important}) must not exceed --n-select "
                      f"({args.n_select})")
-    if args.weight_decay < 0 or not math.isfinite(args.weight_decay):
-        parser.error(f"--weight-decay must be >= 0, got {args.weight_decay}")
     if args.model is not None and not (args.model / "config.json").is_file():
         parser.error(f"--model {str(args.model)!r} is not a Hugging Face checkpoint directory "
                      "(no config.json there)")
