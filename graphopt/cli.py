@@ -1,7 +1,7 @@
 """The ``graphopt`` command line: one entry point, one subcommand per job.
 
     graphopt finetune [options]        fine-tune a transformers model (default: MiniLM on BBC News)
-    graphopt bench NAME [options]      run a benchmark: solvers, l2g, spectral, peft, spectral-training
+    graphopt bench NAME [options]      run a benchmark: solvers, l2g, spectral, peft, spectral-training, study
     graphopt demo [options]            solve a sparse GGM and verify it against cvxpy
 """
 
@@ -34,6 +34,8 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
              "graphopt.bench.peft:main"),
     "spectral-training": ("spectral regulariser / gradient filter: convergence evidence",
                           "graphopt.bench.spectral_training:main"),
+    "study": ("methods x settings x seeds of graphopt finetune, resumable; results page",
+              "graphopt.bench.study:main"),
 }
 
 
