@@ -112,6 +112,29 @@ def _precision_from_columns(W: torch.Tensor, coef: torch.Tensor) -> torch.Tensor
     return 0.5 * (theta + theta.transpose(-1, -2))
 
 
+def _initial_dual(S: torch.Tensor, alpha: torch.Tensor, pen_diag: bool) -> torch.Tensor:
+    """A positive definite, dual-feasible start W (|W_ij − S_ij| ≤ α; W_ii = S_ii (+ α)).
+
+    Glasso's column lassos are convex only while W stays positive definite, so the start must
+    be. First choice: the off-diagonal of S shrunk towards 0 by α. Where that is not positive
+    definite (a rank-deficient S with a small α), W = (1 − t)S + t·diag(S) with
+    t = min(1, α / max|S_ij|): each off-diagonal entry moves by t|S_ij| ≤ α, and for PSD S
+    with a positive diagonal and t > 0 the result is positive definite.
+    """
+    p = S.shape[-1]
+    eye = torch.eye(p, dtype=S.dtype, device=S.device)
+    a3 = alpha.reshape(-1, 1, 1)
+    diag_S = torch.diag_embed(S.diagonal(dim1=-2, dim2=-1))
+    shrunk = (S - torch.maximum(torch.minimum(S, a3), -a3)) * (1.0 - eye) + diag_S
+    off_max = (S * (1.0 - eye)).abs().amax(dim=(-2, -1)).reshape(-1, 1, 1)
+    t = torch.where(off_max > 0, (a3 / off_max.clamp_min(torch.finfo(S.dtype).tiny)).clamp(max=1.0),
+                    torch.ones_like(off_max))
+    blended = (1.0 - t) * S + t * diag_S
+    pd = torch.linalg.cholesky_ex(shrunk)[1] == 0
+    W = torch.where(pd.reshape(-1, 1, 1), shrunk, blended)
+    return W + alpha.reshape(-1, 1, 1) * eye if pen_diag else W
+
+
 def bcd(
     S: torch.Tensor,
     alpha: torch.Tensor,
@@ -125,14 +148,9 @@ def bcd(
     """Solve a batch (B, p, p) of graphical lassos by glasso sweeps; max_iter counts sweeps."""
     B, p, _ = S.shape
     dev, dt = S.device, S.dtype
-    a3 = alpha.reshape(-1, 1, 1)
     pen_diag = bool(mask.diagonal().any())
     if theta0 is None:
-        # Dual-feasible start: W = S with the penalised diagonal raised by α, off-diagonal
-        # shrunk towards 0 by at most α (keeps |W − S| ≤ α and helps positive definiteness).
-        off = S - torch.maximum(torch.minimum(S, a3), -a3)
-        W = off * (1.0 - torch.eye(p, dtype=dt, device=dev)) + torch.diag_embed(
-            S.diagonal(dim1=-2, dim2=-1) + (alpha.reshape(-1, 1) if pen_diag else 0.0))
+        W = _initial_dual(S, alpha, pen_diag)
         coef = torch.zeros_like(S)
     else:
         W = spd_inverse(theta0)[0]
