@@ -8,6 +8,8 @@ say what is wrong with it, so that a user never has to read a traceback to find 
 
 from __future__ import annotations
 
+import math
+
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,7 @@ __all__ = [
     "check_symmetric",
     "check_psd",
     "check_covariance",
+    "check_nonneg_number",
 ]
 
 ArrayLike = Any  # np.ndarray | torch.Tensor | nested sequences of floats
@@ -152,3 +155,17 @@ def check_covariance(
     if check_psd_:
         check_psd(t, name)
     return t, came_from_numpy
+
+
+def check_nonneg_number(value: Any, name: str) -> float:
+    """``value`` as a float; TypeError unless a real number (bool excluded), ValueError
+    unless finite and >= 0. Both name the argument."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got bool")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v

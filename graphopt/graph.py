@@ -251,7 +251,6 @@ def similarity_graph(
     complete (dense n × n by nature).
     """
     S, as_numpy = _node_matrix(signals, "signals")
-    n = S.shape[0]
     _check_choice(measure, ("cosine", "correlation"), "measure")
     if measure == "correlation":
         raw_norm = S.norm(dim=1, keepdim=True)

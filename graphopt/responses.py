@@ -12,12 +12,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from ._tensor import check_nonneg_number
 
 __all__ = ["Response", "heat", "tikhonov", "lowpass", "parse_response", "as_response"]
 
@@ -61,27 +62,15 @@ def _short(v: float) -> str:
     return text if float(text) == v else repr(float(v))
 
 
-def _nonneg(value: Any, name: str) -> float:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got bool")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return v
-
-
 def heat(t: float = 1.0) -> Response:
     """Heat kernel ``h(λ) = exp(−tλ)``, t ≥ 0."""
-    tv = _nonneg(t, "t")
+    tv = check_nonneg_number(t, "t")
     return Response("heat", {"t": tv}, lambda lam: torch.exp(-tv * lam))
 
 
 def tikhonov(a: float = 1.0) -> Response:
     """Tikhonov (graph ridge) response ``h(λ) = 1 / (1 + aλ)``, a ≥ 0."""
-    av = _nonneg(a, "a")
+    av = check_nonneg_number(a, "a")
     return Response("tikhonov", {"a": av}, lambda lam: 1.0 / (1.0 + av * lam))
 
 

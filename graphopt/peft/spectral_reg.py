@@ -17,28 +17,16 @@ Hooks: a plain loop adds ``loss = loss + reg()``; ``transformers.Trainer`` users
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import nn
 
+from .._tensor import check_nonneg_number
 from ..energy import dirichlet_energy
 from .param_graph import ParameterGraph, _stack
 
 __all__ = ["SpectralRegularizer", "SpectralTrainer"]
-
-
-def _check_mu(mu: Any) -> float:
-    if isinstance(mu, bool):
-        raise TypeError("mu must be a number, got bool")
-    try:
-        v = float(mu)
-    except (TypeError, ValueError):
-        raise TypeError(f"mu must be a number, got {mu!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise ValueError(f"mu must be a finite number >= 0, got {mu!r}")
-    return v
 
 
 class SpectralRegularizer:
@@ -55,7 +43,7 @@ class SpectralRegularizer:
         if not isinstance(graph, ParameterGraph):
             raise TypeError(f"graph must be a ParameterGraph, got {type(graph).__name__}")
         self.graph = graph
-        self.mu = _check_mu(mu)
+        self.mu = check_nonneg_number(mu, "mu")
         self.last_value: torch.Tensor | None = None
         self.reset_reference()
 
