@@ -82,6 +82,8 @@ def _assert_valid_precision(P: np.ndarray) -> None:
 @settings(max_examples=12, deadline=None)
 @given(kind=st.sampled_from(KINDS), seed=st.integers(0, 10_000), p=st.integers(2, 9),
        alpha=st.floats(0.02, 0.4))
+# A near-constant variable (variance ~1e-5 next to ~0.1): unscaled ADMM stalled here.
+@example(kind="rank_deficient", seed=8891, p=5, alpha=0.25)
 def test_matches_cvxpy(method, kind, seed, p, alpha):
     S = make_covariance(kind, seed, p)
     alpha = alpha * float(np.mean(np.diag(S)))
@@ -103,6 +105,7 @@ def test_matches_cvxpy(method, kind, seed, p, alpha):
 @settings(max_examples=10, deadline=None)
 @given(kind=st.sampled_from(["random", "rank_deficient", "block_diagonal"]),
        seed=st.integers(0, 10_000), p=st.integers(2, 10), alpha=st.floats(0.05, 0.4))
+@example(kind="rank_deficient", seed=10000, p=5, alpha=0.25)
 def test_matches_sklearn_tight(method, kind, seed, p, alpha):
     S = make_covariance(kind, seed, p)
     alpha = alpha * float(np.mean(np.diag(S)))

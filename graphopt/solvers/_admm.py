@@ -38,8 +38,8 @@ def _initial_state(S: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor,
         diag = S.diagonal(dim1=-2, dim2=-1)
         floor = diag.amax(-1, keepdim=True).clamp_min(1.0) * 1e-8
         d = diag.clamp_min(0.0) + floor
-        if bool(mask.diagonal().any()):
-            d = d + alpha.reshape(-1, 1)
+        if bool(mask.diagonal(dim1=-2, dim2=-1).any()):
+            d = d + alpha.reshape(-1, 1) * mask.diagonal(dim1=-2, dim2=-1)
         Z = torch.diag_embed(1.0 / d)
         W = torch.diag_embed(d)
     else:
@@ -67,7 +67,49 @@ def admm(
     check_every: int = 2,
     record: bool = True,
 ) -> dict:
-    """Solve a batch (B, p, p) of graphical lassos; return Z, Θ, iterations and convergence."""
+    """Solve a batch (B, p, p) of graphical lassos; return Z, Θ, iterations and convergence.
+
+    The problem is solved in diagonally equilibrated form: with D = diag(S) and
+    Θ = D^{-1/2} Θ̃ D^{-1/2}, f(Θ) = f̃(Θ̃) + log det D where f̃ has S̃ = D^{-1/2} S D^{-1/2}
+    (unit diagonal) and entry weights α/sqrt(d_i d_j). Duality gaps are the same in both forms,
+    but ADMM's penalty ρ is one number per problem, and one ρ cannot fit variables whose
+    variances differ by orders of magnitude (a rank-deficient S with a near-constant column
+    made the unscaled iteration stall); after equilibration every variable has unit scale.
+    Returned matrices are in the original coordinates.
+    """
+    B, p, _ = S.shape
+    d = S.diagonal(dim1=-2, dim2=-1)
+    floor = d.amax(-1, keepdim=True).clamp_min(torch.finfo(S.dtype).tiny) * 1e-12
+    scale = d.clamp_min(floor).rsqrt()                       # D^{-1/2}, shape (B, p)
+    outer = scale.unsqueeze(-1) * scale.unsqueeze(-2)        # s_i s_j
+    S_eq = S * outer
+    S_eq.diagonal(dim1=-2, dim2=-1).copy_(torch.where(d > floor, torch.ones_like(d),
+                                                      S_eq.diagonal(dim1=-2, dim2=-1)))
+    weights = mask * outer
+    theta0_eq = None if theta0 is None else theta0 / outer
+    offset = -2.0 * scale.double().log().sum(-1)             # log det D
+    sol = _admm_equilibrated(S_eq, alpha, weights, tol=tol, max_iter=max_iter, theta0=theta0_eq,
+                             check_every=check_every, record=record, offset=offset)
+    sol["theta"] = sol["theta"] * outer
+    sol["theta_pd"] = sol["theta_pd"] * outer
+    sol["dual"] = sol["dual"] / outer
+    return sol
+
+
+def _admm_equilibrated(
+    S: torch.Tensor,
+    alpha: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    tol: float,
+    max_iter: int,
+    theta0: torch.Tensor | None,
+    check_every: int,
+    record: bool,
+    offset: torch.Tensor,
+) -> dict:
+    """The ADMM iteration on an equilibrated batch; ``mask`` holds per-problem entry weights
+    (B, p, p) and ``offset`` (B,) converts f̃ to f for the relative gap and the history."""
     B, p, _ = S.shape
     dev, dt = S.device, S.dtype
     Z, Y = _initial_state(S, alpha, mask, theta0)
@@ -82,7 +124,7 @@ def admm(
     history: dict[str, list] = {"iteration": [], "objective": [], "gap_bound": [], "rho": []}
 
     active = torch.arange(B, device=dev)
-    S_a, a_a, theta = S, alpha, Z
+    S_a, a_a, theta, mask_a, off_a = S, alpha, Z, mask, offset
     S64, a64 = S.double(), alpha.double()
     for it in range(1, max_iter + 1):
         r3 = rho.reshape(-1, 1, 1)
@@ -91,7 +133,7 @@ def admm(
         theta = (Q * th.unsqueeze(-2)) @ Q.transpose(-1, -2)
         theta_hat = _RELAX * theta + (1.0 - _RELAX) * Z
         V = theta_hat + U
-        kappa = (a_a / rho).reshape(-1, 1, 1) * mask
+        kappa = (a_a / rho).reshape(-1, 1, 1) * mask_a
         U = torch.maximum(torch.minimum(V, kappa), -kappa)   # U ← V − soft(V, κ) = clip(V, ±κ)
         Z_old = Z
         Z = V - U
@@ -101,14 +143,14 @@ def admm(
             Z64 = Z.double()
             S_a64 = S64.index_select(0, active)
             al64 = a64.index_select(0, active)
-            obj = primal_objective(S_a64, Z64, al64, mask.double())
+            obj = primal_objective(S_a64, Z64, al64, mask_a.double())
             dual = dual_objective(S_a64, S_a64 + rho.double().reshape(-1, 1, 1) * U.double())
-            rel = relative_gap(obj - dual, obj)
+            rel = relative_gap(obj - dual, obj + off_a)
             rel = torch.where(torch.isfinite(rel), rel, torch.full_like(rel, math.inf))
             done = rel <= tol
             if record:
                 history["iteration"].append(it)
-                history["objective"].append(_scatter(obj, active, B))
+                history["objective"].append(_scatter(obj + off_a, active, B))
                 history["gap_bound"].append(_scatter(obj - dual, active, B))
                 history["rho"].append(_scatter(rho.double(), active, B))
             n_iter[active] = it
@@ -123,7 +165,7 @@ def admm(
                 if not bool(keep.any()):
                     break
                 active = active[keep]
-                S_a, a_a = S_a[keep], a_a[keep]
+                S_a, a_a, mask_a, off_a = S_a[keep], a_a[keep], mask_a[keep], off_a[keep]
                 Z, U, rho, theta = Z[keep], U[keep], rho[keep], theta[keep]
                 Z_old = Z_old[keep]
                 if it % check_every != 0:
