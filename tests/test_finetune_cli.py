@@ -188,6 +188,26 @@ def test_bad_spectral_options_exit_with_clear_message(capsys):
         assert message in capsys.readouterr().err
 
 
+def test_regularization_option_reaches_the_ggm_solver(tiny, tmp_path, capsys):
+    ggm = ["--rank", "4", "--n-important", "2", "--n-select", "5", "--warmup-steps", "2",
+           "--scoring-steps", "3"]
+    m = _run(tiny, tmp_path / "eps", *ggm, "--regularization", "0.01")
+    # 3 score samples for 24 nodes: S is singular; the ridge is the one asked for, no warning.
+    assert m["allocation"]["regularization"] == 0.01
+    assert "RegularizationWarning" not in capsys.readouterr().err
+    m = _run(tiny, tmp_path / "auto", *ggm)
+    assert m["allocation"]["regularization"] > 0
+    assert "RegularizationWarning" in capsys.readouterr().err
+    # Refusing the ridge on a singular S is an error naming the option's effect, exit 2.
+    argv = ["--model", str(tiny / "model"), "--data", str(tiny / "data.csv"), "--no-progress",
+            "--output-dir", str(tmp_path / "none"), "--epochs", "3", "--steps-per-epoch", "4",
+            "--batch-size", "8", "--max-length", "16", "--threads", "1", *ggm,
+            "--regularization", "none"]
+    assert main(argv) == 2
+    assert "unbounded" in capsys.readouterr().err
+    assert not (tmp_path / "none" / "metrics.json").exists()
+
+
 def test_max_steps_before_selection_warns_and_skips_allocation(tiny, tmp_path, capsys):
     out = tmp_path / "short"
     m = _run(tiny, out, "--rank", "4", "--n-important", "2", "--n-select", "5",

@@ -43,6 +43,12 @@ def _steps_per_epoch(text: str) -> int | None:
     return None if text == "auto" else nonneg_int(text)
 
 
+def _regularization(text: str) -> float | str | None:
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    return nonneg_float(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``graphopt finetune`` argument parser."""
     from graphopt.peft.methods import METHODS
@@ -93,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--g", type=float, default=0.9, help="group exponent g in (0, 1]")
     k.add_argument("--omega-step", choices=["exact", "released"], default="exact",
                    help="Ω-update of the GGM solver")
+    k.add_argument("--regularization", type=_regularization, default="auto", metavar="auto|EPS|none",
+                   help="ridge ε added to a singular score covariance S (fewer scoring steps "
+                        "than nodes): auto = 0.01·tr(S)/p, a number >= 0, or none to refuse")
     k.add_argument("--warmup-steps", type=nonneg_int, default=None,
                    help="warm-up length in steps (default: 1 epoch)")
     k.add_argument("--scoring-steps", type=nonneg_int, default=None,
@@ -233,7 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base.to(device)
     options = MethodOptions(rank=args.rank, n_important=args.n_important, n_select=args.n_select,
                             tau=args.tau, lam=args.lam, g=args.g, omega_step=args.omega_step,
-                            warmup_steps=args.warmup_steps, scoring_steps=args.scoring_steps,
+                            regularization=args.regularization, warmup_steps=args.warmup_steps, scoring_steps=args.scoring_steps,
                             seed=args.seed)
     prepared = prepare_method(args.method, base, options, steps_per_epoch)
     prepared.model.to(device)
@@ -323,7 +332,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "outputs": outputs,
     }
     if allocation is not None:
-        metrics["allocation"] = {"selected": list(map(int, allocation.selected)),
+        metrics["allocation"] = {"regularization": allocation.regularization,
+                                 "solver": allocation.solver,
+                                 "selected": list(map(int, allocation.selected)),
                                  "important": list(map(int, allocation.important)),
                                  "selected_names": [allocation.node_names[i]
                                                     for i in allocation.selected]}

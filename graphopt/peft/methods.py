@@ -45,6 +45,7 @@ class MethodOptions:
     lam: float = 1000.0
     g: float = 0.9
     omega_step: str = "exact"
+    regularization: float | str | None = "auto"
     warmup_steps: int | None = None
     scoring_steps: int | None = None
     seed: int = 0
@@ -102,7 +103,8 @@ def _build_pc(selection: str) -> Callable[[nn.Module, MethodOptions, int], Prepa
 
         config = GGMConfig(rank=opts.rank, selection=selection, n_important=opts.n_important,
                            n_select=opts.n_select, tau=opts.tau, lam=opts.lam, g=opts.g,
-                           omega_step=opts.omega_step, warmup_steps=opts.warmup_steps,
+                           omega_step=opts.omega_step, regularization=opts.regularization,
+                           warmup_steps=opts.warmup_steps,
                            scoring_steps=opts.scoring_steps, seed=opts.seed)
         gmodel = get_graphopt_model(model, config)
         if opts.n_select > len(gmodel.nodes) and selection != "none":
