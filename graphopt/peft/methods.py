@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from torch import nn
+
+from graphopt.peft.config import GGMConfig
 
 __all__ = ["MethodOptions", "PreparedModel", "METHODS", "METHOD_NAMES", "DEFAULT_LR",
            "prepare_method", "import_hf_peft"]
@@ -36,22 +38,29 @@ DEFAULT_LR: dict[str, float] = {
 
 @dataclass
 class MethodOptions:
-    """Knobs the builders read (the GGM ones map onto :class:`graphopt.peft.config.GGMConfig`)."""
+    """Knobs the builders read. The GGM ones carry :class:`GGMConfig`'s names and defaults
+    and reach it through :meth:`ggm_config`; the ``lora_*`` ones are the LoRA baselines'."""
 
-    rank: int = 10
-    n_important: int = 30
-    n_select: int = 60
-    tau: float = 20.0
-    lam: float = 1000.0
-    g: float = 0.9
-    omega_step: str = "exact"
-    regularization: float | str | None = "auto"
-    warmup_steps: int | None = None
-    scoring_steps: int | None = None
-    seed: int = 0
+    rank: int = GGMConfig.rank
+    n_important: int = GGMConfig.n_important
+    n_select: int = GGMConfig.n_select
+    tau: float = GGMConfig.tau
+    lam: float = GGMConfig.lam
+    g: float = GGMConfig.g
+    omega_step: str = GGMConfig.omega_step
+    regularization: float | str | None = GGMConfig.regularization
+    warmup_steps: int | None = GGMConfig.warmup_steps
+    scoring_steps: int | None = GGMConfig.scoring_steps
+    seed: int = GGMConfig.seed
     lora_r: int = 8
     lora_alpha: int = 16
     lora_targets: tuple[str, ...] = ("query", "value")
+
+    def ggm_config(self, selection: str) -> GGMConfig:
+        """The :class:`GGMConfig` of these options with node-selection policy ``selection``."""
+        shared = {f.name for f in fields(GGMConfig)}
+        return GGMConfig(selection=selection,
+                         **{k: v for k, v in asdict(self).items() if k in shared})
 
 
 @dataclass
@@ -98,14 +107,9 @@ def _import_allocator() -> Any:
 
 def _build_pc(selection: str) -> Callable[[nn.Module, MethodOptions, int], PreparedModel]:
     def build(model: nn.Module, opts: MethodOptions, steps_per_epoch: int) -> PreparedModel:
-        from graphopt.peft.config import GGMConfig
         from graphopt.peft.model import get_graphopt_model
 
-        config = GGMConfig(rank=opts.rank, selection=selection, n_important=opts.n_important,
-                           n_select=opts.n_select, tau=opts.tau, lam=opts.lam, g=opts.g,
-                           omega_step=opts.omega_step, regularization=opts.regularization,
-                           warmup_steps=opts.warmup_steps,
-                           scoring_steps=opts.scoring_steps, seed=opts.seed)
+        config = opts.ggm_config(selection)
         gmodel = get_graphopt_model(model, config)
         if opts.n_select > len(gmodel.nodes) and selection != "none":
             raise ValueError(f"--n-select {opts.n_select} exceeds the {len(gmodel.nodes)} "
