@@ -39,6 +39,7 @@ from torch import nn
 
 from ..responses import Response, as_response
 from ..spectral import SpectralFilter
+from ._lazy import lazy_attributes
 from .param_graph import ParameterGraph
 
 __all__ = ["SpectralGradientFilter", "SpectralFilterCallback", "FILTER_METHODS"]
@@ -239,13 +240,5 @@ def _make_callback_class() -> type:
     return SpectralFilterCallback
 
 
-_LAZY: dict[str, type] = {}
-
-
-def __getattr__(name: str) -> Any:
-    # transformers is optional and slow to import: the callback class is created on first use.
-    if name == "SpectralFilterCallback":
-        if name not in _LAZY:
-            _LAZY[name] = _make_callback_class()
-        return _LAZY[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# transformers is optional and slow to import: the callback class is made on first use.
+__getattr__ = lazy_attributes(__name__, {"SpectralFilterCallback": _make_callback_class})

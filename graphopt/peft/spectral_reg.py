@@ -24,6 +24,7 @@ from torch import nn
 
 from .._tensor import check_nonneg_number
 from ..energy import dirichlet_energy
+from ._lazy import lazy_attributes
 from .param_graph import ParameterGraph, _stack
 
 __all__ = ["SpectralRegularizer", "SpectralTrainer"]
@@ -137,13 +138,5 @@ def _make_trainer_class() -> type:
     return SpectralTrainer
 
 
-_LAZY: dict[str, type] = {}
-
-
-def __getattr__(name: str) -> Any:
-    # transformers is optional and slow to import: the Trainer subclass is made on first use.
-    if name == "SpectralTrainer":
-        if name not in _LAZY:
-            _LAZY[name] = _make_trainer_class()
-        return _LAZY[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# transformers is optional and slow to import: the Trainer subclass is made on first use.
+__getattr__ = lazy_attributes(__name__, {"SpectralTrainer": _make_trainer_class})
