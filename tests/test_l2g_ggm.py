@@ -9,7 +9,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.optimize import minimize
+
+from _brute_force import multistart_minimum
 
 from graphopt.exceptions import ConvergenceWarning, RegularizationWarning
 from graphopt.solvers._l2g_steps import L2gProblem, delta_step, omega_step_exact
@@ -96,13 +97,7 @@ def test_history_is_monotone_for_g_below_one(seed, p, g, lam, tau):
 def _brute_delta_group(v, tau, lam, g):
     def obj(d):
         return tau * np.linalg.norm(d) ** g + lam * np.sum((v - d) ** 2)
-    best, val = np.zeros_like(v), obj(np.zeros_like(v))
-    for start in (v, 0.5 * v):
-        r = minimize(obj, start, method="Nelder-Mead",
-                     options={"xatol": 1e-12, "fatol": 1e-14, "maxiter": 20000})
-        if r.fun < val:
-            best, val = r.x, r.fun
-    return best, val
+    return multistart_minimum(obj, (v, 0.5 * v))
 
 
 @settings(max_examples=10, deadline=None)

@@ -7,7 +7,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy.optimize import minimize, minimize_scalar
+from scipy.optimize import minimize_scalar
+
+from _brute_force import multistart_minimum
 
 from graphopt.solvers.prox import group_prox, gst, gst_threshold
 
@@ -95,13 +97,7 @@ def test_torch_in_torch_out_and_numpy_consistency(dtype):
 def _brute_group(v, w, g):
     def obj(u):
         return 0.5 * np.sum((u - v) ** 2) + w * np.linalg.norm(u) ** g
-    best_u, best_v = np.zeros_like(v), obj(np.zeros_like(v))
-    for scale in (1.0, 0.5, 0.1):
-        r = minimize(obj, scale * v, method="Nelder-Mead",
-                     options={"xatol": 1e-12, "fatol": 1e-14, "maxiter": 20000})
-        if r.fun < best_v:
-            best_u, best_v = r.x, r.fun
-    return best_u, best_v
+    return multistart_minimum(obj, [scale * v for scale in (1.0, 0.5, 0.1)])
 
 
 @settings(max_examples=20, deadline=None)
