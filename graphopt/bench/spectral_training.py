@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from graphopt.bench import mean_std
+
 __all__ = ["main", "CONFIGS"]
 
 CONFIGS = ("baseline", "filter", "reg", "filter+reg")
@@ -243,13 +245,6 @@ def _overhead(model_path: Path, task: _Task, args: argparse.Namespace, lr: float
     return out
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    v = [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    if not v:
-        return math.nan, math.nan
-    return float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0
-
-
 def _summarise(runs: list[dict[str, Any]], configs: Sequence[str]) -> dict[str, Any]:
     by_seed: dict[int, list[dict[str, Any]]] = {}
     for r in runs:
@@ -266,12 +261,12 @@ def _summarise(runs: list[dict[str, Any]], configs: Sequence[str]) -> dict[str, 
             continue
         reached = [r["steps_to_90"] for r in rs if r["steps_to_90"] is not None]
         out[c] = {
-            "final_acc": _mean_std([r["curve"][-1][1] for r in rs]),
-            "best_acc": _mean_std([max(a for _, a in r["curve"]) for r in rs]),
-            "steps_to_90": _mean_std(reached), "reached_90": f"{len(reached)}/{len(rs)}",
-            "step_s": _mean_std([statistics.median(r["step_s"]) for r in rs]),
-            "hook_s": _mean_std([statistics.median(r["hook_s"]) for r in rs if r["hook_s"]]),
-            "removed_energy": _mean_std([float(np.nanmean([x for x in r["removed_energy"] if x is not None]))
+            "final_acc": mean_std([r["curve"][-1][1] for r in rs]),
+            "best_acc": mean_std([max(a for _, a in r["curve"]) for r in rs]),
+            "steps_to_90": mean_std(reached), "reached_90": f"{len(reached)}/{len(rs)}",
+            "step_s": mean_std([statistics.median(r["step_s"]) for r in rs]),
+            "hook_s": mean_std([statistics.median(r["hook_s"]) for r in rs if r["hook_s"]]),
+            "removed_energy": mean_std([float(np.nanmean([x for x in r["removed_energy"] if x is not None]))
                                          for r in rs if any(x is not None for x in r["removed_energy"])]),
         }
     return out

@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from graphopt.bench import mean_std
+
 __all__ = ["VARIANTS", "main", "pareto_front", "summarise"]
 
 #: Study variant -> ``graphopt finetune`` arguments.
@@ -132,13 +134,6 @@ def _run_record(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    v = np.asarray([x for x in values if x is not None], dtype=float)
-    if v.size == 0:
-        return math.nan, math.nan
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
-
-
 def summarise(root: Path, settings: Sequence[str], variants: Sequence[str],
               seeds: Sequence[int]) -> dict[str, Any]:
     """Per setting and variant: mean ± std over seeds of test accuracy and macro-F1, mean
@@ -159,11 +154,11 @@ def summarise(root: Path, settings: Sequence[str], variants: Sequence[str],
             recs = list(runs.values())
             rows[variant] = {
                 "n_runs": len(recs), "seeds": sorted(runs),
-                "accuracy": _mean_std([r["accuracy"] for r in recs]),
-                "macro_f1": _mean_std([r["macro_f1"] for r in recs]),
+                "accuracy": mean_std([r["accuracy"] for r in recs]),
+                "macro_f1": mean_std([r["macro_f1"] for r in recs]),
                 "trainable": float(np.mean([r["trainable"] for r in recs])),
                 "total_parameters": recs[0]["total_parameters"],
-                "wall_s": _mean_std([r["wall_s"] for r in recs]),
+                "wall_s": mean_std([r["wall_s"] for r in recs]),
                 "peak_rss_mib": float(np.mean([r["peak_rss_mib"] for r in recs])),
                 "cuda_mib": (None if recs[0]["cuda_mib"] is None
                              else float(np.mean([r["cuda_mib"] for r in recs]))),
