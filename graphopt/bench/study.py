@@ -10,6 +10,8 @@ Variants (``--variants``), all on the same data, split and seeds:
 - ``full``, ``bitfit``, ``lora``, ``pissa`` (Hugging Face peft, r = 8 on query/value);
 - ``pc-all`` (all principal-component nodes, no selection);
 - ``ggm`` (exact Ω-step) and ``ggm-released`` (the released code's Ω-update);
+- ``ggm-no-important`` (no important nodes: the penalty groups are every column's
+  off-diagonal entries, the K best-linked nodes are kept);
 - ``random`` and ``top-importance`` (the same node budget, no GGM);
 - ``ggm+filter`` (``ggm`` with the spectral gradient filter, heat t = 0.5, β = 0.5).
 
@@ -50,6 +52,7 @@ VARIANTS: dict[str, list[str]] = {
     "pc-all": ["--method", "pc-all"],
     "ggm": ["--method", "ggm"],
     "ggm-released": ["--method", "ggm", "--omega-step", "released"],
+    "ggm-no-important": ["--method", "ggm", "--ggm-groups", "all"],
     "random": ["--method", "random"],
     "top-importance": ["--method", "top-importance"],
     "ggm+filter": ["--method", "ggm", "--spectral-filter", "heat:t=0.5", "--spectral-mix", "0.5"],

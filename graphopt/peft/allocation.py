@@ -8,6 +8,9 @@ Pipeline for the ``"ggm"`` policy, with X the (T × n) sample matrix:
     (Ω, Δ) = l2g_ggm(S, I, τ, λ, g)           graphopt.solvers.l2g_ggm
     keep I ∪ {the K − k nodes j ∉ I with the largest ‖Ω_{I,j}‖₂ (or ‖Δ_{I,j}‖₂)}
 
+With ``groups="all"`` (ablation without important nodes) I = ∅, the penalty groups are
+every column's off-diagonal part and the K nodes with the largest ‖Ω_{−j,j}‖₂ are kept.
+
 Baselines with the same budget K: ``"random"`` (seeded uniform draw), ``"top-importance"``
 (the K largest z̄), and ``"none"`` (pc-all: every node stays). One function per policy,
 dispatched by a table; every policy returns an :class:`Allocation`.
@@ -196,7 +199,8 @@ def _policy_ggm(x: torch.Tensor, config: GGMConfig) -> dict[str, Any]:
 
     z = normalised_log_scores(x)
     s = sample_covariance(z)
-    important = important_nodes(z, config.n_important)
+    # groups="all" is the ablation without important nodes (I = ∅, every column one group).
+    important = important_nodes(z, config.n_important) if config.groups == "important" else None
     # With T < n samples S is singular: the solver adds a ridge (RegularizationWarning, left
     # visible to the user) and reports the ε, which the Allocation records.
     result = l2g_ggm(s, important, tau=config.tau, lam=config.lam, g=config.g,
@@ -205,7 +209,7 @@ def _policy_ggm(x: torch.Tensor, config: GGMConfig) -> dict[str, Any]:
                      regularization=config.regularization)
     m = result.precision if config.select_by == "omega" else result.delta
     chosen = select_nodes(m, important, config.n_select)
-    return dict(selected=[int(i) for i in chosen.selected], important=important,
+    return dict(selected=[int(i) for i in chosen.selected], important=important or [],
                 scores=z.mean(dim=0).cpu().numpy(), omega=result.precision.cpu().numpy(),
                 delta=result.delta.cpu().numpy(), link_scores=chosen.scores,
                 regularization=float(result.regularization),

@@ -14,10 +14,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["GGMConfig", "SELECTION_POLICIES", "QKV_SUFFIXES"]
+__all__ = ["GGMConfig", "SELECTION_POLICIES", "GROUP_STRUCTURES", "QKV_SUFFIXES"]
 
 #: Allocation policies: the GGM, two same-budget baselines, and "none" (= pc-all, no freezing).
 SELECTION_POLICIES = ("ggm", "random", "top-importance", "none")
+
+#: Group structures of the ℓ2,g penalty: columns of Δ_{I,J} (published) or every column's
+#: off-diagonal part (no important nodes).
+GROUP_STRUCTURES = ("important", "all")
 
 #: Module-name suffixes matched by ``target_modules="qkv"`` (BERT/RoBERTa, GPT-2, DistilBERT,
 #: Llama-style models).
@@ -66,6 +70,9 @@ class GGMConfig:
     tau, lam, g, omega_step : the ℓ2,g-GGM weights and Ω-update (ALGORITHMS.md §2).
     select_by : rank non-important nodes by ‖Ω_{I,j}‖₂ (``"omega"``, released) or by
         ‖Δ_{I,j}‖₂ (``"delta"``).
+    groups : ``"important"`` (published: the groups are Δ_{I,j}, j ∉ I) or ``"all"`` (the
+        ablation without important nodes: the groups are the off-diagonal parts Δ_{−j,j} of
+        every column, and the K nodes with the largest off-diagonal column norm are kept).
     beta1, beta2 : EMA factors of the sensitivity Ī and uncertainty Ū (ALGORITHMS.md §3).
     warmup_epochs, scoring_epochs : published schedule lengths, in epochs (may be fractional).
     warmup_steps, scoring_steps : when set, override the epoch lengths (optimiser steps).
@@ -89,6 +96,7 @@ class GGMConfig:
     g: float = 0.9
     omega_step: str = "exact"
     select_by: str = "omega"
+    groups: str = "important"
     beta1: float = 0.85
     beta2: float = 0.85
     warmup_epochs: float = 1.0
@@ -130,6 +138,8 @@ class GGMConfig:
             raise ValueError(f"omega_step must be 'exact' or 'released', got {self.omega_step!r}")
         if self.select_by not in ("omega", "delta"):
             raise ValueError(f"select_by must be 'omega' or 'delta', got {self.select_by!r}")
+        if self.groups not in GROUP_STRUCTURES:
+            raise ValueError(f"groups must be one of {GROUP_STRUCTURES}, got {self.groups!r}")
         _finite_float("beta1", self.beta1, low=0.0, low_open=False, high=1.0)
         _finite_float("beta2", self.beta2, low=0.0, low_open=False, high=1.0)
         _finite_float("warmup_epochs", self.warmup_epochs, low=0.0, low_open=False)

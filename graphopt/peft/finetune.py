@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--g", type=float, default=0.9, help="group exponent g in (0, 1]")
     k.add_argument("--omega-step", choices=["exact", "released"], default="exact",
                    help="Ω-update of the GGM solver")
+    k.add_argument("--ggm-groups", choices=["important", "all"], default="important",
+                   help="penalty groups: links of each node to the important set (published), "
+                        "or all off-diagonal entries of each column (no important nodes)")
     k.add_argument("--regularization", type=_regularization, default="auto", metavar="auto|EPS|none",
                    help="ridge ε added to a singular score covariance S (fewer scoring steps "
                         "than nodes): auto = 0.01·tr(S)/p, a number >= 0, or none to refuse")
@@ -242,7 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base.to(device)
     options = MethodOptions(rank=args.rank, n_important=args.n_important, n_select=args.n_select,
                             tau=args.tau, lam=args.lam, g=args.g, omega_step=args.omega_step,
-                            regularization=args.regularization, warmup_steps=args.warmup_steps, scoring_steps=args.scoring_steps,
+                            groups=args.ggm_groups, regularization=args.regularization, warmup_steps=args.warmup_steps, scoring_steps=args.scoring_steps,
                             seed=args.seed)
     prepared = prepare_method(args.method, base, options, steps_per_epoch)
     prepared.model.to(device)

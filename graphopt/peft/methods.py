@@ -48,6 +48,7 @@ class MethodOptions:
     lam: float = GGMConfig.lam
     g: float = GGMConfig.g
     omega_step: str = GGMConfig.omega_step
+    groups: str = GGMConfig.groups
     regularization: float | str | None = GGMConfig.regularization
     warmup_steps: int | None = GGMConfig.warmup_steps
     scoring_steps: int | None = GGMConfig.scoring_steps

@@ -4,6 +4,9 @@ The problem, with J the complement of the important set I and w = τ / (2λ)::
 
     F(Ω, Δ) = −log det Ω + tr(SΩ) + τ Σ_{j∈J} ‖Δ_{I,j}‖₂^g + λ ‖Ω − Δ‖_F²
 
+or, without important nodes (``all_columns``), τ Σ_j ‖Δ_{−j,j}‖₂^g: every column's
+off-diagonal entries form one group.
+
 Everything here works on torch tensors already validated by ``l2g_ggm``; the methods in
 ``_l2g_methods`` combine these steps.
 """
@@ -28,7 +31,11 @@ RELEASED_GST_ITERS = 5
 
 @dataclass
 class L2gProblem:
-    """A validated instance: S (already regularised), I, J, and the weights."""
+    """A validated instance: S (already regularised), I, J, and the weights.
+
+    ``all_columns=True`` is the variant without important nodes: the groups are the
+    off-diagonal parts Δ_{−j,j} of all p columns (then I is empty and J = all nodes).
+    """
 
     S: torch.Tensor
     important: torch.Tensor  # I, long, sorted
@@ -37,6 +44,11 @@ class L2gProblem:
     lam: float
     g: float
     gst_iters: int | None = None  # None: exact GST; 5 reproduces the released code
+    all_columns: bool = False
+
+    @property
+    def has_groups(self) -> bool:
+        return self.all_columns or (self.rest.numel() > 0 and self.important.numel() > 0)
 
     @property
     def w(self) -> float:
@@ -68,12 +80,30 @@ def set_ij_block(P: L2gProblem, a: torch.Tensor, block: torch.Tensor) -> torch.T
     return out
 
 
+def offdiag(a: torch.Tensor) -> torch.Tensor:
+    """A with its diagonal set to zero: the columns are the groups Δ_{−j,j} (all_columns)."""
+    return a - torch.diag_embed(a.diagonal(dim1=-2, dim2=-1))
+
+
+def group_block(P: L2gProblem, a: torch.Tensor) -> torch.Tensor:
+    """The penalised entries of A as a matrix whose columns are the groups: A_{I,J}, or
+    A with a zero diagonal when ``all_columns`` (a zero entry changes no group norm)."""
+    return offdiag(a) if P.all_columns else ij_block(P, a)
+
+
+def set_group_block(P: L2gProblem, a: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+    """A copy of A with its penalised entries replaced by ``block`` (``group_block``'s layout)."""
+    if P.all_columns:
+        return offdiag(block) + torch.diag_embed(a.diagonal(dim1=-2, dim2=-1))
+    return set_ij_block(P, a, block)
+
+
 def delta_step(P: L2gProblem, omega: torch.Tensor) -> torch.Tensor:
     """argmin_Δ F(Ω, Δ): Δ = Ω off the groups, Δ_{I,j} = prox_{w‖·‖^g}(Ω_{I,j}), w = τ/(2λ)."""
-    if P.rest.numel() == 0:
+    if not P.has_groups:
         return omega.clone()
-    block = group_prox_tensor(ij_block(P, omega), P.w, P.g, n_iter=P.gst_iters)
-    return set_ij_block(P, omega, block)
+    block = group_prox_tensor(group_block(P, omega), P.w, P.g, n_iter=P.gst_iters)
+    return set_group_block(P, omega, block)
 
 
 def omega_step_exact(P: L2gProblem, delta: torch.Tensor) -> torch.Tensor:
@@ -116,9 +146,9 @@ def logdet_pd(omega: torch.Tensor) -> torch.Tensor:
 
 
 def penalty(P: L2gProblem, omega: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """τ Σ_j ‖Δ_{I,j}‖^g + λ‖Ω − Δ‖²_F."""
-    group = torch.linalg.vector_norm(ij_block(P, delta), dim=-2).pow(P.g).sum(-1) \
-        if P.rest.numel() else torch.zeros((), dtype=omega.dtype, device=omega.device)
+    """τ Σ_j ‖Δ_{I,j}‖^g + λ‖Ω − Δ‖²_F (τ Σ_j ‖Δ_{−j,j}‖^g + ... when ``all_columns``)."""
+    group = torch.linalg.vector_norm(group_block(P, delta), dim=-2).pow(P.g).sum(-1) \
+        if P.has_groups else torch.zeros((), dtype=omega.dtype, device=omega.device)
     return P.tau * group + P.lam * (omega - delta).pow(2).sum(dim=(-2, -1))
 
 

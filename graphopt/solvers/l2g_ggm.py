@@ -2,7 +2,9 @@
 
     minimise_{Ω ≻ 0, Δ}  F(Ω, Δ) = −log det Ω + tr(SΩ) + τ Σ_{j∈J} ‖Δ_{I,j}‖₂^g + λ‖Ω − Δ‖²_F
 
-with I the important nodes, J their complement, 0 < g ≤ 1. ``l2g_ggm`` validates the input,
+with I the important nodes, J their complement, 0 < g ≤ 1; with ``important=None`` (no
+important nodes) the groups are the off-diagonal parts of all columns, τ Σ_j ‖Δ_{−j,j}‖₂^g.
+``l2g_ggm`` validates the input,
 makes the problem well posed (ridge on a singular S), picks the algorithm from a table
 (``_l2g_methods``) and returns an ``L2gGGMResult`` with the stationarity residual.
 """
@@ -13,6 +15,7 @@ import math
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 
 from .._tensor import ArrayLike, check_covariance, check_finite, check_square, check_symmetric, to_output, to_tensor
@@ -33,15 +36,20 @@ DEFAULT_RIDGE = 1e-2
 DEFAULT_MAX_ITER = {"reduced": 5000, "admm": 2000, "bcd": 20000, "released": 50}
 
 
-def _unbounded_directions(S: torch.Tensor, I: torch.Tensor, J: torch.Tensor) -> bool:
+def _unbounded_directions(S: torch.Tensor, I: torch.Tensor, J: torch.Tensor,
+                          all_columns: bool = False) -> bool:
     """True when S_II or S_JJ is numerically singular, i.e. F is unbounded below.
 
     A null vector v of S (S ⪰ 0, so vᵀSv = 0 ⇔ Sv = 0) supported on I alone or on J alone
     leaves every penalised block v_I v_Jᵀ = 0, so Ω + t vvᵀ lowers F without bound as t → ∞.
     Conversely a growth direction in span(null S) with zero I×J block must be of that form.
+    Penalised directions cost ~t^g against the −log t gain, so they are harmless. With
+    ``all_columns`` only diagonal directions are free: unbounded iff some S_ii = 0.
     "Numerically": smallest eigenvalue ≤ sqrt(machine eps) · λ_max(S).
     """
     tiny = math.sqrt(torch.finfo(S.dtype).eps) * float(torch.linalg.eigvalsh(S)[-1].clamp_min(0))
+    if all_columns:
+        return bool((torch.diagonal(S) <= tiny).any())
     for idx in (I, J):
         if idx.numel() == 0:
             continue
@@ -52,7 +60,8 @@ def _unbounded_directions(S: torch.Tensor, I: torch.Tensor, J: torch.Tensor) -> 
 
 
 def resolve_regularization(
-    S: torch.Tensor, I: torch.Tensor, J: torch.Tensor, regularization: Any
+    S: torch.Tensor, I: torch.Tensor, J: torch.Tensor, regularization: Any,
+    all_columns: bool = False,
 ) -> tuple[float, bool]:
     """Return (ε, automatic) for the ridge S + εI; raise ValueError if refused but needed.
 
@@ -63,7 +72,7 @@ def resolve_regularization(
     if isinstance(regularization, str):
         if regularization != "auto":
             raise ValueError(f"regularization must be 'auto', a number >= 0 or None, got {regularization!r}")
-        if _unbounded_directions(S, I, J):
+        if _unbounded_directions(S, I, J, all_columns):
             p = S.shape[-1]
             trace = float(torch.diagonal(S).sum())
             eps = DEFAULT_RIDGE * trace / p if trace > 0 else DEFAULT_RIDGE
@@ -80,10 +89,10 @@ def resolve_regularization(
             ) from None
         if not math.isfinite(eps) or eps < 0:
             raise ValueError(f"regularization must be a finite number >= 0, got {regularization!r}")
-    if eps == 0.0 and _unbounded_directions(S, I, J):
+    if eps == 0.0 and _unbounded_directions(S, I, J, all_columns):
         raise ValueError(
             "S is singular on the important or the non-important nodes (S_II or S_JJ has a "
-            "null vector), so F is unbounded below (−log det Ω → −∞ along that direction at no "
+            "null vector; without important nodes: a zero variance S_ii), so F is unbounded below (−log det Ω → −∞ along that direction at no "
             "cost); pass regularization='auto' or a ridge ε > 0 (S + εI)"
         )
     return eps, False
@@ -135,13 +144,17 @@ def l2g_ggm(
     ----------
     S : (p, p) symmetric positive semidefinite covariance (NumPy or torch; the output follows).
     important : the important node indices I (distinct integers in [0, p)); J is the rest.
+        ``None``: no important nodes, the groups are Δ_{−j,j} for every column j (the
+        penalty τ Σ_j ‖Δ_{−j,j}‖₂^g); only ``method="admm"`` and ``"bcd"`` solve it.
     tau : group-sparsity weight τ ≥ 0.  lam : coupling weight λ > 0.  g : exponent in (0, 1].
     tol : bound on the relative stationarity residual
         r = ‖S − Ω⁻¹ + 2λ(Ω − Δ_s)‖_F / (‖S‖_F + ‖Ω⁻¹‖_F), Δ = argmin_Δ F(Ω, ·).
     max_iter : outer-iteration cap; ``None`` = per-method default (admm 2000, bcd 20000,
         released 50 as published). Hitting it gives ``converged=False`` + ConvergenceWarning.
-    method : ``"admm"`` (default: safeguarded ADMM, F non-increasing) or ``"bcd"`` (plain
-        alternating minimisation, the published algorithm; slow for large λ).
+    method : ``"reduced"`` (default: accelerated proximal gradient on Ω_IJ after eliminating
+        Δ, Ω_II and Ω_JJ in closed form), ``"admm"`` (safeguarded ADMM, F non-increasing; the
+        default for ``important=None``) or ``"bcd"`` (plain alternating minimisation, the
+        published algorithm; slow for large λ).
     omega_step : ``"exact"`` (closed-form Ω-step) or ``"released"`` (compatibility mode: the
         released code's 100-step gradient Ω-update with 5-iteration GST and its stopping
         rule, plain alternation; not a minimiser of F, see docs/l2g_ggm.md).
@@ -153,7 +166,8 @@ def l2g_ggm(
     """
     S_t, as_numpy = check_covariance(S, "S", allow_batch=False)
     p = S_t.shape[-1]
-    I_np = check_important(important, p)
+    all_columns = important is None
+    I_np = np.zeros(0, dtype=np.int64) if all_columns else check_important(important, p)
     tau = _check_scalar("tau", tau, nonneg=True)
     lam = _check_scalar("lam", lam, positive=True)
     g = _check_scalar("g", g)
@@ -163,9 +177,12 @@ def l2g_ggm(
     if omega_step not in ("exact", "released"):
         raise ValueError(f"omega_step must be 'exact' or 'released', got {omega_step!r}")
     if method is None:
-        method = "reduced" if omega_step == "exact" else "bcd"
+        method = "bcd" if omega_step == "released" else "admm" if all_columns else "reduced"
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
+    if all_columns and method == "reduced":
+        raise ValueError("method='reduced' needs important nodes (it eliminates Ω_II and Ω_JJ); "
+                         "with important=None use method='admm' or 'bcd'")
     if omega_step == "released" and method != "bcd":
         raise ValueError("omega_step='released' is the released plain alternation: use method='bcd'")
     key = "released" if omega_step == "released" else method
@@ -181,7 +198,7 @@ def l2g_ggm(
     J = torch.nonzero(mask).flatten()
     S_t = 0.5 * (S_t + S_t.transpose(-1, -2))
 
-    eps, automatic = resolve_regularization(S_t, I, J, regularization)
+    eps, automatic = resolve_regularization(S_t, I, J, regularization, all_columns)
     if eps > 0:
         if automatic:
             warnings.warn(
@@ -207,12 +224,15 @@ def l2g_ggm(
         omega0 = _check_init(init, S_t)
 
     problem = L2gProblem(S=S_t, important=I, rest=J, tau=tau, lam=lam, g=g,
-                         gst_iters=RELEASED_GST_ITERS if omega_step == "released" else None)
+                         gst_iters=RELEASED_GST_ITERS if omega_step == "released" else None,
+                         all_columns=all_columns)
     solver = RELEASED if omega_step == "released" else METHODS[method]
     out = solver(problem, omega0, tol, max_iter)
     if not out.converged:
+        why = ("F stopped decreasing beyond its round-off" if out.extra.get("stalled")
+               else f"max_iter={max_iter}")
         warnings.warn(
-            f"l2g_ggm ({key}) stopped after {out.n_iter} iterations (max_iter={max_iter}) with "
+            f"l2g_ggm ({key}) stopped after {out.n_iter} iterations ({why}) with "
             f"stationarity residual {out.stationarity:.3g} > tol={tol:.3g}",
             ConvergenceWarning,
             stacklevel=2,

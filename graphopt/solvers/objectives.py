@@ -76,9 +76,15 @@ def complement_indices(important: torch.Tensor, p: int) -> torch.Tensor:
     return torch.nonzero(mask, as_tuple=False).flatten()
 
 
-def group_norms(delta: torch.Tensor, important: torch.Tensor) -> torch.Tensor:
-    """‖Δ_{I,j}‖₂ for every j ∈ J (the groups of the ℓ2,g penalty), shape (|J|,)."""
+def group_norms(delta: torch.Tensor, important: torch.Tensor | None) -> torch.Tensor:
+    """‖Δ_{I,j}‖₂ for every j ∈ J (the groups of the ℓ2,g penalty), shape (|J|,).
+
+    ``important=None`` (no important nodes): ‖Δ_{−j,j}‖₂ for every column j, shape (p,).
+    """
     p = delta.shape[-1]
+    if important is None:
+        return torch.linalg.vector_norm(delta - torch.diag_embed(delta.diagonal(dim1=-2, dim2=-1)),
+                                        dim=-2)
     rest = complement_indices(important, p)
     block = delta.index_select(-2, important).index_select(-1, rest)
     return torch.linalg.vector_norm(block, dim=-2)
@@ -88,7 +94,7 @@ def l2g_objective(
     S: ArrayLike,
     omega: ArrayLike,
     delta: ArrayLike,
-    important: ArrayLike,
+    important: ArrayLike | None,
     *,
     tau: float,
     lam: float,
@@ -97,13 +103,14 @@ def l2g_objective(
     """Coupled ℓ2,g objective (ALGORITHMS.md §2).
 
     F(Ω, Δ) = −log det Ω + tr(SΩ) + τ Σ_{j∈J} ‖Δ_{I,j}‖₂^g + λ ‖Ω − Δ‖_F²,
-    with J the complement of the important set I. Returns +inf where Ω is not positive
-    definite.
+    with J the complement of the important set I (``important=None``: the groups are
+    Δ_{−j,j} for every column j). Returns +inf where Ω is not positive definite.
     """
     S_t, _ = to_tensor(S, name="S", dtype=torch.float64)
     om, _ = to_tensor(omega, name="omega", dtype=torch.float64, device=S_t.device)
     de, _ = to_tensor(delta, name="delta", dtype=torch.float64, device=S_t.device)
-    idx = torch.as_tensor(np.asarray(important), dtype=torch.long, device=S_t.device).flatten()
+    idx = None if important is None else torch.as_tensor(
+        np.asarray(important), dtype=torch.long, device=S_t.device).flatten()
     norms = group_norms(de, idx)
     value = (
         -_logdet_pd(om)

@@ -163,7 +163,7 @@ def graphical_lasso_sklearn(S: ArrayLike, alpha: float, **kw: Any) -> GraphicalL
 
 def l2g_ggm_cvxpy(
     S: ArrayLike,
-    important: ArrayLike,
+    important: ArrayLike | None,
     *,
     tau: float,
     lam: float,
@@ -172,22 +172,29 @@ def l2g_ggm_cvxpy(
     """Exact solution of the convex (g = 1) coupled ℓ2,1 GGM by cvxpy.
 
     minimise_{Ω ≻ 0, Δ}  −log det Ω + tr(SΩ) + τ Σ_{j∈J} ‖Δ_{I,j}‖₂ + λ ‖Ω − Δ‖_F²
+
+    ``important=None``: no important nodes, the groups are Δ_{−j,j} for every column j.
     """
     import cvxpy as cp
 
     S_np = _covariance_numpy(S)
     p = S_np.shape[0]
-    idx = np.asarray(important, dtype=int).ravel()
-    if idx.size == 0 or idx.min() < 0 or idx.max() >= p or np.unique(idx).size != idx.size:
-        raise ValueError(f"important must hold distinct indices in [0, {p}), got {idx.tolist()}")
     if lam <= 0 or tau < 0:
         raise ValueError(f"need lam > 0 and tau >= 0, got lam={lam}, tau={tau}")
-    rest = np.setdiff1d(np.arange(p), idx)
     omega = cp.Variable((p, p), symmetric=True)
     delta = cp.Variable((p, p))
-    group_penalty = (
-        cp.sum(cp.norm(delta[idx][:, rest], 2, axis=0)) if rest.size else 0.0
-    )
+    if important is None:
+        idx = None
+        off = np.ones((p, p)) - np.eye(p)
+        group_penalty = cp.sum(cp.norm(cp.multiply(off, delta), 2, axis=0)) if p > 1 else 0.0
+    else:
+        idx = np.asarray(important, dtype=int).ravel()
+        if idx.size == 0 or idx.min() < 0 or idx.max() >= p or np.unique(idx).size != idx.size:
+            raise ValueError(f"important must hold distinct indices in [0, {p}), got {idx.tolist()}")
+        rest = np.setdiff1d(np.arange(p), idx)
+        group_penalty = (
+            cp.sum(cp.norm(delta[idx][:, rest], 2, axis=0)) if rest.size else 0.0
+        )
     objective = (
         -cp.log_det(omega)
         + cp.trace(S_np @ omega)
@@ -206,6 +213,6 @@ def l2g_ggm_cvxpy(
         history=[float(value)],
         n_iter=int(problem.solver_stats.num_iters or 0),
         converged=problem.status == "optimal",
-        important=idx,
+        important=np.zeros(0, dtype=int) if idx is None else idx,
         method=f"cvxpy-{problem.solver_stats.solver_name.lower()}",
     )

@@ -58,7 +58,7 @@ def check_important(important: ArrayLike, p: int, name: str = "important") -> np
 
 def select_nodes(
     omega_or_delta: ArrayLike,
-    important: ArrayLike,
+    important: ArrayLike | None,
     n_select: int,
     *,
     by: str = "norm",
@@ -66,14 +66,16 @@ def select_nodes(
     """Keep all important nodes plus the n_select − |I| nodes of J most linked to I.
 
     Score c_j = ‖M_{I,j}‖₂ (``by="norm"``, the released rule) for j ∈ J, with M the (p, p)
-    precision Ω or its group-sparse copy Δ. Ties are broken by the smaller index, so the
-    selection is deterministic. Raises ``ValueError`` unless |I| ≤ n_select ≤ p.
+    precision Ω or its group-sparse copy Δ. ``important=None`` (no important nodes): score
+    every node by its off-diagonal column norm c_j = ‖M_{−j,j}‖₂ and keep the n_select best.
+    Ties are broken by the smaller index, so the selection is deterministic. Raises
+    ``ValueError`` unless |I| ≤ n_select ≤ p.
     """
     M, _ = to_tensor(omega_or_delta, name="omega_or_delta", dtype=torch.float64)
     check_square(M, "omega_or_delta", allow_batch=False)
     check_finite(M, "omega_or_delta")
     p = M.shape[-1]
-    idx = check_important(important, p)
+    idx = np.zeros(0, dtype=np.int64) if important is None else check_important(important, p)
     if by != "norm":
         raise ValueError(f"by must be 'norm', got {by!r}")
     if isinstance(n_select, bool) or int(n_select) != n_select:
@@ -86,7 +88,10 @@ def select_nodes(
     M_np = M.detach().cpu().numpy()
     scores = np.full(p, np.nan)
     rest = np.setdiff1d(np.arange(p), idx)
-    scores[rest] = np.linalg.norm(M_np[np.ix_(idx, rest)], axis=0)
+    if important is None:
+        scores[rest] = np.linalg.norm(M_np - np.diag(np.diag(M_np)), axis=0)
+    else:
+        scores[rest] = np.linalg.norm(M_np[np.ix_(idx, rest)], axis=0)
     # Stable sort on −score: equal scores keep ascending index order (deterministic ties).
     order = rest[np.argsort(-scores[rest], kind="stable")]
     keep = np.concatenate([idx, order[: n_select - idx.size]])
