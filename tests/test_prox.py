@@ -144,3 +144,34 @@ def test_bad_arguments(kwargs, match):
 def test_group_prox_rejects_vectors():
     with pytest.raises(ValueError, match="v"):
         group_prox(np.ones(3), 1.0, 0.5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), m=st.integers(1, 5), w=st.floats(0.01, 3.0),
+       g=st.sampled_from([1.0, 0.9, 0.5, 0.2]), spread=st.floats(0.0, 2.0))
+def test_weighted_group_prox_is_the_brute_force_minimiser(seed, m, w, g, spread):
+    from graphopt.solvers.prox import weighted_group_prox
+
+    rng = np.random.default_rng(seed)
+    v = rng.standard_normal(m) * rng.uniform(0.05, 3.0)
+    c = 10.0 ** rng.uniform(-spread, spread, m)  # weights over up to four decades
+    u = weighted_group_prox(v[:, None], c[:, None], w, g)[:, 0]
+
+    def obj(x):
+        return 0.5 * np.sum(c * (x - v) ** 2) + w * np.linalg.norm(x) ** g
+
+    _, best = multistart_minimum(obj, (v, 0.5 * v, c / (c + 1.0) * v, np.full(m, 1e-3)))
+    assert obj(u) <= best + 1e-9 * max(1.0, abs(best))
+
+
+def test_weighted_group_prox_equals_group_prox_for_unit_weights_and_checks_input():
+    from graphopt.solvers.prox import weighted_group_prox
+
+    v = np.random.default_rng(0).standard_normal((4, 30))
+    for g in (1.0, 0.9, 0.3):
+        np.testing.assert_allclose(weighted_group_prox(v, np.ones_like(v), 0.7, g),
+                                   group_prox(v, 0.7, g), rtol=1e-12, atol=1e-14)
+    with pytest.raises(ValueError, match="c must be finite and > 0"):
+        weighted_group_prox(v, -np.ones_like(v), 0.7, 0.9)
+    with pytest.raises(ValueError, match="g must lie"):
+        weighted_group_prox(v, np.ones_like(v), 0.7, 1.5)

@@ -66,3 +66,23 @@ def test_failed_run_is_reported_and_retried(tiny, tmp_path, capsys):
 def test_bad_setting_is_an_error():
     with pytest.raises(SystemExit, match="--settings"):
         study.main(["--settings", "few", "--no-run"])
+
+
+def test_compare_to_classifies_by_twice_the_welch_standard_error():
+    from graphopt.bench.study import compare_to
+
+    rows = {
+        "ggm": {"accuracy": (0.90, 0.01), "n_runs": 3, "trainable": 100.0},
+        "worse": {"accuracy": (0.80, 0.01), "n_runs": 3, "trainable": 200.0},
+        "close": {"accuracy": (0.905, 0.02), "n_runs": 3, "trainable": 100.0},
+        "better": {"accuracy": (0.99, 0.001), "n_runs": 3, "trainable": 50.0},
+        "single": {"accuracy": (0.5, 0.0), "n_runs": 1, "trainable": 100.0},
+    }
+    got = {c["variant"]: c for c in compare_to(rows)}
+    assert got["worse"]["verdict"] == "win" and got["worse"]["trainable_ratio"] == 0.5
+    assert got["close"]["verdict"] == "tie"
+    assert got["better"]["verdict"] == "lose"
+    assert got["single"]["verdict"] == "n/a"
+    se = (0.01 ** 2 / 3 + 0.02 ** 2 / 3) ** 0.5
+    assert abs(got["close"]["se"] - se) < 1e-15 and abs(got["close"]["difference"] + 0.005) < 1e-12
+    assert compare_to({"lora": rows["worse"]}) == []

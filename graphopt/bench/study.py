@@ -41,7 +41,7 @@ import numpy as np
 
 from graphopt.bench import mean_std
 
-__all__ = ["VARIANTS", "main", "pareto_front", "summarise"]
+__all__ = ["VARIANTS", "compare_to", "main", "pareto_front", "summarise"]
 
 #: Study variant -> ``graphopt finetune`` arguments.
 VARIANTS: dict[str, list[str]] = {
@@ -258,6 +258,44 @@ def plot_validation_curves(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def compare_to(rows: dict[str, Any], reference: str = "ggm") -> list[dict[str, Any]]:
+    """Win / tie / lose of ``reference`` against every other variant on test accuracy.
+
+    d = mean_ref − mean_other, se = sqrt(s_ref²/n_ref + s_other²/n_other) (Welch); a win
+    when d > 2·se, a loss when d < −2·se, otherwise a tie (the seeds cannot tell them apart).
+    With a single run on either side se has no meaning: then only d is reported ("n/a").
+    """
+    if reference not in rows:
+        return []
+    ref = rows[reference]
+    (m_r, s_r), n_r = ref["accuracy"], ref["n_runs"]
+    out = []
+    for name, row in rows.items():
+        if name == reference:
+            continue
+        (m_o, s_o), n_o = row["accuracy"], row["n_runs"]
+        d = m_r - m_o
+        if min(n_r, n_o) < 2:
+            verdict, se = "n/a", math.nan
+        else:
+            se = math.sqrt(s_r ** 2 / n_r + s_o ** 2 / n_o)
+            verdict = "win" if d > 2 * se else "lose" if d < -2 * se else "tie"
+        out.append({"variant": name, "difference": d, "se": se, "verdict": verdict,
+                    "trainable_ratio": ref["trainable"] / row["trainable"]})
+    return out
+
+
+def format_verdicts(rows: dict[str, Any], reference: str = "ggm") -> str:
+    """One Markdown bullet per comparison of ``compare_to``, with the numbers."""
+    lines = []
+    for c in compare_to(rows, reference):
+        se = "" if math.isnan(c["se"]) else f", 2·se = {2 * c['se']:.4f}"
+        lines.append(f"- vs `{c['variant']}`: **{c['verdict']}** — accuracy difference "
+                     f"{c['difference']:+.4f}{se}; `{reference}` trains "
+                     f"{c['trainable_ratio']:.3g}x its parameters")
+    return "\n".join(lines)
+
+
 def render_markdown(summary: dict[str, Any], path: Path, command: str) -> None:
     """A results page: one table per setting and the two plots (written next to ``path``)."""
     from graphopt.peft.report import write_text_atomic
@@ -273,6 +311,11 @@ def render_markdown(summary: dict[str, Any], path: Path, command: str) -> None:
     for setting, rows in summary.items():
         if rows:
             parts.append(f"## {_setting_title(setting)}\n\n{format_setting_table(rows)}\n")
+            verdicts = format_verdicts(rows)
+            if verdicts:
+                parts.append("`ggm` against each variant (test accuracy; win / lose = the "
+                             "difference exceeds twice its Welch standard error over seeds):"
+                             f"\n\n{verdicts}\n")
     parts.append(f"![accuracy vs trainable parameters]({acc_png.name})\n\n"
                  f"![validation curves]({curve_png.name})\n")
     write_text_atomic(path, "\n".join(parts))

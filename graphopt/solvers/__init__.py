@@ -15,7 +15,7 @@ from .estimators import GraphicalLasso, GraphicalLassoCV
 from .graphical_lasso import graphical_lasso, graphical_lasso_path
 from .l2g_ggm import l2g_ggm
 from .objectives import glasso_objective, l2g_objective
-from .prox import group_prox, gst, gst_threshold
+from .prox import group_prox, gst, gst_threshold, weighted_group_prox
 from .selection import NodeSelection, select_nodes
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "gst",
     "gst_threshold",
     "group_prox",
+    "weighted_group_prox",
     "NodeSelection",
     "select_nodes",
 ]
