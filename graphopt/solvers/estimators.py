@@ -80,7 +80,12 @@ class GraphicalLasso(_GraphicalLassoBase):
 
     Attributes
     ----------
-    location_, covariance_, precision_, n_iter_, converged_, dual_gap_.
+    location_ : the column means of X (zeros when ``assume_centered``).
+    covariance_ : W = Θ⁻¹, the estimated covariance.
+    precision_ : Θ, the estimated sparse precision matrix.
+    n_iter_ : iterations the solver ran.
+    converged_ : whether the solver met ``tol``.
+    dual_gap_ : the duality gap certificate of the returned Θ.
     """
 
     def __init__(self, alpha: float = 0.01, *, method: str = "admm",
@@ -128,9 +133,11 @@ class GraphicalLassoCV(_GraphicalLassoBase):
 
     Attributes
     ----------
-    alpha_ : the selected α.  cv_results_ : dict with "alphas", "split{k}_test_score",
-    "mean_test_score", "std_test_score" (sorted by decreasing α).  Plus those of
-    :class:`GraphicalLasso` refitted at ``alpha_`` on all of X.
+    alpha_ : the selected α.
+    cv_results_ : dict with "alphas", "split{k}_test_score", "mean_test_score" and
+        "std_test_score" (sorted by decreasing α).
+    location_, covariance_, precision_, n_iter_, converged_, dual_gap_ : those of
+        :class:`GraphicalLasso` refitted at ``alpha_`` on all of X.
     """
 
     def __init__(self, *, alphas: int | Any = 4, n_refinements: int = 4, cv: Any = None,

@@ -97,6 +97,8 @@ def gst(y: ArrayLike, w: float | ArrayLike, g: float, *, n_iter: int | None = No
         published fixed-point map x ← |y| − w g x^{g−1} from x = |y| (Zuo et al. 2013; the
         released ℓ2,g code uses 5), which is accurate only to about (g/2)^n_iter.
 
+    Notes
+    -----
     Entries with |y| ≤ τ_g(w) (see ``gst_threshold``) map to exactly 0.
     """
     y_t, as_numpy = to_tensor(y, name="y")
