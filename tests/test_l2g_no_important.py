@@ -77,10 +77,16 @@ def test_g1_matches_cvxpy(seed, p, kind, lam, tau):
 @settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), p=st.integers(2, 8), g=st.floats(0.2, 0.95),
        lam=st.floats(0.5, 20.0), tau=st.floats(0.1, 3.0))
+@example(seed=1, p=3, g=0.625, lam=6.0, tau=0.25)  # ADMM stalls at a kink of G, flagged
 def test_g_below_one_monotone_and_block_optimal(seed, p, g, lam, tau):
+    """F never increases, Δ is block-optimal, and a run that does not meet tol says so. (For
+    g < 1 a local minimum may sit where a group's prox jumps; G has a kink there and the
+    residual need not vanish — such a run must stop on its stall rule with a warning.)"""
     S = _cov(seed, p, "spd")
     for method in ("admm", "bcd"):
-        res = l2g_ggm(S, None, tau=tau, lam=lam, g=g, method=method, max_iter=3000, tol=1e-8)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            res = l2g_ggm(S, None, tau=tau, lam=lam, g=g, method=method, max_iter=3000, tol=1e-8)
         h = np.asarray(res.history)
         assert np.all(np.diff(h) <= 1e-10 * np.abs(h[:-1]) + 1e-12), method
         # Δ is the group prox of Ω's off-diagonal columns and equals Ω on the diagonal.
@@ -88,7 +94,7 @@ def test_g_below_one_monotone_and_block_optimal(seed, p, g, lam, tau):
         np.testing.assert_allclose(_offdiag(res.delta), group_prox(_offdiag(res.precision), w, g),
                                    rtol=1e-9, atol=1e-12)
         np.testing.assert_array_equal(np.diag(res.delta), np.diag(res.precision))
-        assert res.converged, method
+        assert res.converged or any("stopped after" in str(w.message) for w in caught), method
         assert res.objective == pytest.approx(
             l2g_objective(S, res.precision, res.delta, None, tau=tau, lam=lam, g=g), rel=1e-10)
 

@@ -109,6 +109,17 @@ def _h_prox_groups(P: L2gProblem, v: torch.Tensor, rho_g: float) -> torch.Tensor
     return (2.0 * lam * d + rho_g * v) / (2.0 * lam + rho_g)
 
 
+def _balance(primal: float, dual: float, rho: float,
+             U: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """Residual balancing (Boyd et al. 2011, §3.4.1): double ρ when the primal residual is
+    10x the dual one, halve it in the opposite case; the scaled dual U = Y/ρ follows."""
+    if primal > 10.0 * dual:
+        return rho * 2.0, U / 2.0
+    if dual > 10.0 * primal:
+        return rho / 2.0, U * 2.0
+    return rho, U
+
+
 def solve_admm(P: L2gProblem, omega0: torch.Tensor, tol: float, max_iter: int) -> MethodOutput:
     """Safeguarded ADMM on min f(Ω) + h(Z) s.t. Ω = Z (Z symmetric), scaled dual U.
 
@@ -165,15 +176,8 @@ def solve_admm(P: L2gProblem, omega0: torch.Tensor, tol: float, max_iter: int) -
         else:
             Z = V.clone()
         U = U + oh - Z
-        # Residual balancing (Boyd et al. 2011, §3.4.1).
-        r = float(torch.linalg.matrix_norm(omega - Z))
-        s = rho * float(torch.linalg.matrix_norm(Z - Z_old))
-        if r > 10.0 * s:
-            rho *= 2.0
-            U = U / 2.0
-        elif s > 10.0 * r:
-            rho /= 2.0
-            U = U * 2.0
+        rho, U = _balance(float(torch.linalg.matrix_norm(omega - Z)),
+                          rho * float(torch.linalg.matrix_norm(Z - Z_old)), rho, U)
     return MethodOutput(x, x_delta, best, history, k, res <= tol, res,
                         extra={"rho": rho, "accepted": n_accept})
 
@@ -253,14 +257,8 @@ def solve_admm_all_columns(P: L2gProblem, omega0: torch.Tensor, tol: float,
         Z_old = Z
         Z = torch.where(eye, V, (2.0 * lam * block + a * V) / (2.0 * lam + a))
         U = U + oh - Z
-        r = float(torch.linalg.matrix_norm((omega - Z) * dd))
-        s = rho * float(torch.linalg.matrix_norm((Z - Z_old) * dd))
-        if r > 10.0 * s:
-            rho *= 2.0
-            U = U / 2.0
-        elif s > 10.0 * r:
-            rho /= 2.0
-            U = U * 2.0
+        rho, U = _balance(float(torch.linalg.matrix_norm((omega - Z) * dd)),
+                          rho * float(torch.linalg.matrix_norm((Z - Z_old) * dd)), rho, U)
     stalled = since_progress >= _MAX_NO_PROGRESS
     polish = 0
     if res > tol and k < max_iter:
