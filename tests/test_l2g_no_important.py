@@ -167,3 +167,10 @@ def test_finetune_cli_runs_without_important_nodes(tiny, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["allocation"]["important"] == [] and len(m["allocation"]["selected"]) == 5
     assert m["config"]["ggm_groups"] == "all"
+
+
+def test_select_nodes_warns_when_no_node_is_linked():
+    """A diagonal solution links nothing: the selection would be index order, and says so."""
+    with pytest.warns(RuntimeWarning, match="same link score"):
+        sel = select_nodes(np.diag(np.arange(1.0, 6.0)), None, 2)
+    assert sel.selected.tolist() == [0, 1]

@@ -7,6 +7,8 @@ selection keeps all of I plus the K − |I| best-scoring nodes of J.
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,6 +94,13 @@ def select_nodes(
         scores[rest] = np.linalg.norm(M_np - np.diag(np.diag(M_np)), axis=0)
     else:
         scores[rest] = np.linalg.norm(M_np[np.ix_(idx, rest)], axis=0)
+    if rest.size > n_select - idx.size > 0 and np.ptp(scores[rest]) == 0.0:
+        # Every candidate scores the same (typically 0: the solution has no links at working
+        # precision), so the ranking below is index order, not information. Say so.
+        warnings.warn(
+            f"select_nodes: all {rest.size} candidate nodes have the same link score "
+            f"{scores[rest][0]:.3g}; the selection falls back to index order",
+            RuntimeWarning, stacklevel=2)
     # Stable sort on −score: equal scores keep ascending index order (deterministic ties).
     order = rest[np.argsort(-scores[rest], kind="stable")]
     keep = np.concatenate([idx, order[: n_select - idx.size]])
