@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .._tensor import ArrayLike, check_square, to_tensor
+from ._l2g_steps import offdiag
 
 __all__ = [
     "glasso_objective",
@@ -83,8 +84,7 @@ def group_norms(delta: torch.Tensor, important: torch.Tensor | None) -> torch.Te
     """
     p = delta.shape[-1]
     if important is None:
-        return torch.linalg.vector_norm(delta - torch.diag_embed(delta.diagonal(dim1=-2, dim2=-1)),
-                                        dim=-2)
+        return torch.linalg.vector_norm(offdiag(delta), dim=-2)
     rest = complement_indices(important, p)
     block = delta.index_select(-2, important).index_select(-1, rest)
     return torch.linalg.vector_norm(block, dim=-2)
