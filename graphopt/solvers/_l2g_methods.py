@@ -46,24 +46,37 @@ class MethodOutput:
     extra: dict = field(default_factory=dict)
 
 
-def solve_bcd(P: L2gProblem, omega0: torch.Tensor, tol: float, max_iter: int) -> MethodOutput:
-    """Plain alternating minimisation with the exact (closed-form) Ω-step.
-
-    Iteration k: Δᵏ = argmin_Δ F(Ωᵏ⁻¹, Δ), Ωᵏ = argmin_Ω F(Ω, Δᵏ). The history records
-    G(Ωᵏ) = F(Ωᵏ, argmin_Δ F(Ωᵏ, ·)), which is non-increasing (each step is a minimisation).
-    """
+def _alternate(P: L2gProblem, omega0: torch.Tensor, tol: float, max_iter: int,
+               omega_step: Callable[[torch.Tensor, torch.Tensor], torch.Tensor | None],
+               ) -> MethodOutput | None:
+    """Exact BCD: Δ = argmin_Δ F(Ω, ·), then Ω = omega_step(Δ, Ω), until the stationarity
+    residual ≤ tol or max_iter sweeps; None as soon as ``omega_step`` declines (None)."""
     omega = omega0
     delta = delta_step(P, omega)
     history = [objective(P, omega, delta)]
     res = stationarity(P, omega, delta)
     k = 0
     while res > tol and k < max_iter:
-        omega = omega_step_exact(P, delta)
+        nxt = omega_step(delta, omega)
+        if nxt is None:
+            return None
+        omega = nxt
         delta = delta_step(P, omega)
         history.append(objective(P, omega, delta))
         res = stationarity(P, omega, delta)
         k += 1
     return MethodOutput(omega, delta, history[-1], history, k, res <= tol, res)
+
+
+def solve_bcd(P: L2gProblem, omega0: torch.Tensor, tol: float, max_iter: int) -> MethodOutput:
+    """Plain alternating minimisation with the exact (closed-form) Ω-step.
+
+    Iteration k: Δᵏ = argmin_Δ F(Ωᵏ⁻¹, Δ), Ωᵏ = argmin_Ω F(Ω, Δᵏ). The history records
+    G(Ωᵏ) = F(Ωᵏ, argmin_Δ F(Ωᵏ, ·)), which is non-increasing (each step is a minimisation).
+    """
+    out = _alternate(P, omega0, tol, max_iter, lambda delta, _: omega_step_exact(P, delta))
+    assert out is not None  # the exact step never declines
+    return out
 
 
 def solve_released(P: L2gProblem, omega0: torch.Tensor, tol: float, max_iter: int) -> MethodOutput:
@@ -208,22 +221,11 @@ def solve_perturbative_bcd(P: L2gProblem, omega0: torch.Tensor, tol: float,
     Returns None when the Ω-step does not apply (‖Ω⁻¹‖₂²/(2λ) > ½: not stiff, and the
     eigen-based methods resolve Ω there).
     """
-    omega = omega0
-    delta = delta_step(P, omega)
-    history = [objective(P, omega, delta)]
-    res = stationarity(P, omega, delta)
-    k = 0
-    while res > tol and k < max_iter:
-        nxt = omega_step_perturbative(P, delta, omega)
-        if nxt is None:
-            return None
-        k += 1
-        omega = nxt
-        delta = delta_step(P, omega)
-        history.append(objective(P, omega, delta))
-        res = stationarity(P, omega, delta)
-    return MethodOutput(omega, delta, history[-1], history, k, res <= tol, res,
-                        extra={"perturbative_sweeps": k})
+    out = _alternate(P, omega0, tol, max_iter,
+                     lambda delta, omega: omega_step_perturbative(P, delta, omega))
+    if out is not None:
+        out.extra["perturbative_sweeps"] = out.n_iter
+    return out
 
 
 def solve_admm_all_columns(P: L2gProblem, omega0: torch.Tensor, tol: float,
