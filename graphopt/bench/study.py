@@ -204,6 +204,31 @@ def _setting_title(setting: str) -> str:
     return "full training split" if setting == "full" else f"few-shot, {setting} per class"
 
 
+_MARKERS = "osD^vP*Xph<>"
+
+
+def _variant_styles(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """One colour and marker per variant, the same in every panel and both plots (the
+    default colour cycle has 10 entries, fewer than the study's variants)."""
+    import matplotlib
+
+    names = list(dict.fromkeys(v for rows in summary.values() for v in rows))
+    cmap = matplotlib.colormaps["tab20"]
+    return {v: {"color": cmap(i % 20), "marker": _MARKERS[i % len(_MARKERS)]}
+            for i, v in enumerate(names)}
+
+
+def _dodge(trainable: list[float]) -> list[float]:
+    """Spread variants with the same parameter count over ±0.06 decades so that their error
+    bars do not hide each other (the axis is logarithmic; the table has the exact counts)."""
+    out = list(trainable)
+    for n in set(trainable):
+        same = [i for i, t in enumerate(trainable) if t == n]
+        for k, i in enumerate(same):
+            out[i] = n * 10.0 ** (0.12 * ((k + 0.5) / len(same) - 0.5)) if len(same) > 1 else n
+    return out
+
+
 def plot_accuracy_vs_parameters(summary: dict[str, Any], path: Path) -> None:
     """Test accuracy (mean ± std) against trainable parameters, log x, Pareto front joined."""
     import matplotlib
@@ -211,15 +236,18 @@ def plot_accuracy_vs_parameters(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    styles = _variant_styles(summary)
     settings = [s for s, rows in summary.items() if rows]
-    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings) + 2.0, 4.2),
+                             squeeze=False)
     for ax, setting in zip(axes[0], settings):
         rows = summary[setting]
         names = list(rows)
         pts = [(rows[v]["trainable"], rows[v]["accuracy"][0]) for v in names]
-        for (n, a), v in zip(pts, names):
-            ax.errorbar(n, a, yerr=rows[v]["accuracy"][1], fmt="o", capsize=3)
-            ax.annotate(v, (n, a), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        xs = _dodge([n for n, _ in pts])
+        for x, (_, a), v in zip(xs, pts, names):
+            ax.errorbar(x, a, yerr=rows[v]["accuracy"][1], fmt=styles[v]["marker"],
+                        color=styles[v]["color"], capsize=3, label=v)
         front = sorted((pts[i] for i in pareto_front(pts)), key=lambda p: p[0])
         ax.plot([p[0] for p in front], [p[1] for p in front], "k--", lw=1, label="Pareto front")
         ax.set_xscale("log")
@@ -227,8 +255,9 @@ def plot_accuracy_vs_parameters(summary: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("test accuracy")
         ax.set_title(_setting_title(setting))
         ax.grid(alpha=0.3)
-        ax.legend(loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0.0, 0.0, 1.0 - 1.9 / fig.get_figwidth(), 1.0))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -239,21 +268,26 @@ def plot_validation_curves(summary: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
+    styles = _variant_styles(summary)
     settings = [s for s, rows in summary.items() if rows]
-    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings) + 2.0, 4.2),
+                             squeeze=False)
     for ax, setting in zip(axes[0], settings):
         for variant, r in summary[setting].items():
             curves = [run["validation_curve"] for run in r["runs"].values()]
             length = min(len(c) for c in curves)
             mean = np.mean([c[:length] for c in curves], axis=0)
-            ax.plot(range(1, length + 1), mean, marker="o", label=variant)
+            ax.plot(range(1, length + 1), mean, label=variant, **styles[variant])
         ax.set_xlabel("epoch")
-        ax.set_ylabel("validation accuracy")
+        ax.set_ylabel("validation accuracy (mean over seeds)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(_setting_title(setting))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0.0, 0.0, 1.0 - 1.9 / fig.get_figwidth(), 1.0))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -333,6 +367,9 @@ def render_markdown(summary: dict[str, Any], path: Path, command: str,
                              "difference exceeds twice its Welch standard error over seeds):"
                              f"\n\n{verdicts}\n")
     parts.append(f"![accuracy vs trainable parameters]({acc_png.name})\n\n"
+                 "Test accuracy, mean ± std over seeds, against trainable parameters; the "
+                 "dashed line joins the Pareto front. Variants with the same parameter count "
+                 "are spread over ±0.06 decades so that their error bars stay visible.\n\n"
                  f"![validation curves]({curve_png.name})\n")
     write_text_atomic(path, "\n".join(parts))
 
