@@ -243,6 +243,9 @@ def solve_admm_all_columns(P: L2gProblem, omega0: torch.Tensor, tol: float,
     τ‖δ‖^g + Σ_i c_i (δ_i − w_i)², c_i = λa_i/(2λ + a_i) (weighted group prox) and
     z_i = (2λδ_i + a_i w_i)/(2λ + a_i); the diagonal is unpenalised, z_jj = w_jj.
     Safeguard and residual balancing (in the D-metric) as in ``solve_admm``.
+    First, from the start point, up to 50 sweeps of ``solve_perturbative_bcd``: in the
+    stiff regime (2λ ≫ ‖Ω⁻¹‖₂²) it resolves what the eigen-based steps cannot and usually
+    converges at once; the ADMM runs only when it declines or has not converged.
     """
     alpha = 1.5
     S = P.S
