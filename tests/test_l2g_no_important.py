@@ -264,3 +264,16 @@ def test_perturbative_omega_step_matches_cvxpy(seed, p, kind, delta_size):
         # (on "ill" the conic solution is itself off by up to 1e-4 relative)
         assert abs(value(ours) - ref) <= 1e-7 * max(1.0, abs(ref))
         np.testing.assert_allclose(ours, om.value, rtol=1e-3, atol=1e-6)
+
+
+def test_perturbative_stage_hands_over_to_admm_when_groups_are_active():
+    """λ = 1000 against ‖S‖ ~ 1 admits the perturbative Ω-step, but with τ = 0.5 the groups
+    are active and its BCD crawls (step 1/(2λ)); after its 50 sweeps ADMM must take over and
+    still reach the cvxpy optimum."""
+    S = _cov(3, 8, "rank_deficient")
+    res = l2g_ggm(S, None, tau=0.5, lam=1000.0, g=1.0, tol=1e-9, max_iter=3000)
+    assert res.extra["perturbative_sweeps"] == 50 and res.extra["preconditioned"]
+    assert res.converged and res.n_iter > 50
+    assert np.linalg.norm(_offdiag(np.asarray(res.delta)), axis=0).max() > 0  # active groups
+    ref = l2g_ggm_cvxpy(S, None, tau=0.5, lam=1000.0)
+    assert res.objective == pytest.approx(ref.objective, rel=1e-6, abs=1e-6)
