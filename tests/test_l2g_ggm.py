@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from _brute_force import multistart_minimum
+from _matrices import drawn_covariance as _cov
 
 from graphopt.exceptions import ConvergenceWarning, RegularizationWarning
 from graphopt.solvers._l2g_steps import L2gProblem, delta_step, omega_step_exact
@@ -19,17 +20,6 @@ from graphopt.solvers.objectives import l2g_objective
 from graphopt.solvers.prox import group_prox
 from graphopt.solvers.reference import l2g_ggm_cvxpy
 from graphopt.solvers.selection import select_nodes
-
-
-def _cov(seed: int, p: int, n: int, kind: str = "spd") -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    X = rng.standard_normal((n, p))
-    if kind == "ill":
-        X = X * np.logspace(0, -3, p)[None, :]
-    S = X.T @ X / n
-    if kind == "spd":
-        S = S + 0.05 * np.eye(p)
-    return 0.5 * (S + S.T)
 
 
 def _important(seed: int, p: int, k: int) -> np.ndarray:

@@ -11,6 +11,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from _matrices import drawn_covariance
+
 from graphopt.exceptions import RegularizationWarning
 from graphopt.peft.allocation import allocate
 from graphopt.peft.config import GGMConfig
@@ -22,15 +24,8 @@ from graphopt.solvers.selection import select_nodes
 
 
 def _cov(seed: int, p: int, kind: str) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = max(1, p // 2) if kind == "rank_deficient" else 3 * p
-    X = rng.standard_normal((n, p))
-    if kind == "ill":
-        X = X * np.logspace(0, -3, p)[None, :]
-    S = X.T @ X / n
-    if kind == "spd":
-        S = S + 0.05 * np.eye(p)
-    return 0.5 * (S + S.T)
+    """"rank_deficient": p // 2 samples, otherwise 3p."""
+    return drawn_covariance(seed, p, max(1, p // 2) if kind == "rank_deficient" else 3 * p, kind)
 
 
 def _offdiag(a: np.ndarray) -> np.ndarray:
