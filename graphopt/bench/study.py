@@ -229,18 +229,35 @@ def _dodge(trainable: list[float]) -> list[float]:
     return out
 
 
-def plot_accuracy_vs_parameters(summary: dict[str, Any], path: Path) -> None:
-    """Test accuracy (mean ± std) against trainable parameters, log x, Pareto front joined."""
+def _panels(summary: dict[str, Any]):
+    """A figure with one panel per setting that has runs (room on the right for a shared
+    legend), the (axes, setting) pairs, and the variants' styles."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    styles = _variant_styles(summary)
     settings = [s for s, rows in summary.items() if rows]
     fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings) + 2.0, 4.2),
                              squeeze=False)
-    for ax, setting in zip(axes[0], settings):
+    return fig, list(zip(axes[0], settings)), _variant_styles(summary)
+
+
+def _save_with_legend(fig, first_ax, path: Path) -> None:
+    """One legend for all panels (taken from the first), at the right; write and close."""
+    import matplotlib.pyplot as plt
+
+    handles, labels = first_ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=8)
+    fig.tight_layout(rect=(0.0, 0.0, 1.0 - 1.9 / fig.get_figwidth(), 1.0))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_accuracy_vs_parameters(summary: dict[str, Any], path: Path) -> None:
+    """Test accuracy (mean ± std) against trainable parameters, log x, Pareto front joined."""
+    fig, panels, styles = _panels(summary)
+    for ax, setting in panels:
         rows = summary[setting]
         names = list(rows)
         pts = [(rows[v]["trainable"], rows[v]["accuracy"][0]) for v in names]
@@ -255,26 +272,15 @@ def plot_accuracy_vs_parameters(summary: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("test accuracy")
         ax.set_title(_setting_title(setting))
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=8)
-    fig.tight_layout(rect=(0.0, 0.0, 1.0 - 1.9 / fig.get_figwidth(), 1.0))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_with_legend(fig, panels[0][0], path)
 
 
 def plot_validation_curves(summary: dict[str, Any], path: Path) -> None:
     """Validation accuracy after each epoch, mean over seeds, one panel per setting."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    styles = _variant_styles(summary)
-    settings = [s for s, rows in summary.items() if rows]
-    fig, axes = plt.subplots(1, len(settings), figsize=(5.5 * len(settings) + 2.0, 4.2),
-                             squeeze=False)
-    for ax, setting in zip(axes[0], settings):
+    fig, panels, styles = _panels(summary)
+    for ax, setting in panels:
         for variant, r in summary[setting].items():
             curves = [run["validation_curve"] for run in r["runs"].values()]
             length = min(len(c) for c in curves)
@@ -285,11 +291,7 @@ def plot_validation_curves(summary: dict[str, Any], path: Path) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(_setting_title(setting))
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=8)
-    fig.tight_layout(rect=(0.0, 0.0, 1.0 - 1.9 / fig.get_figwidth(), 1.0))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save_with_legend(fig, panels[0][0], path)
 
 
 def compare_to(rows: dict[str, Any], reference: str = "ggm") -> list[dict[str, Any]]:
