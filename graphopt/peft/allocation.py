@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from graphopt._linalg import symmetrize
 from graphopt.peft.config import GGMConfig
 
 __all__ = ["Allocation", "allocate", "normalised_log_scores", "sample_covariance",
@@ -53,7 +54,7 @@ def sample_covariance(z: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"the covariance needs at least 2 scoring steps, got {z.shape[0]}")
     zc = z - z.mean(dim=0, keepdim=True)
     s = zc.T @ zc / (z.shape[0] - 1)
-    return 0.5 * (s + s.T)
+    return symmetrize(s)
 
 
 def important_nodes(z: torch.Tensor, k: int) -> list[int]:

@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from graphopt._linalg import symmetrize
 from ._certificates import dual_objective, spd_inverse, primal_objective, relative_gap
 
 __all__ = ["admm"]
@@ -137,7 +138,7 @@ def _admm_equilibrated(
         U = torch.maximum(torch.minimum(V, kappa), -kappa)   # U ← V − soft(V, κ) = clip(V, ±κ)
         Z_old = Z
         Z = V - U
-        Z = 0.5 * (Z + Z.transpose(-1, -2))
+        Z = symmetrize(Z)
 
         if it % check_every == 0 or it == max_iter:
             Z64 = Z.double()

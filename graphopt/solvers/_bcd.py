@@ -19,6 +19,7 @@ import math
 
 import torch
 
+from graphopt._linalg import symmetrize
 from ._certificates import dual_objective, spd_inverse, primal_objective, project_dual, relative_gap
 
 __all__ = ["bcd"]
@@ -109,7 +110,7 @@ def _precision_from_columns(W: torch.Tensor, coef: torch.Tensor) -> torch.Tensor
     diag = W.diagonal(dim1=-2, dim2=-1) - (W * coef).sum(-2)
     theta_jj = 1.0 / diag
     theta = -coef * theta_jj.unsqueeze(-2) + torch.diag_embed(theta_jj)
-    return 0.5 * (theta + theta.transpose(-1, -2))
+    return symmetrize(theta)
 
 
 def _initial_dual(S: torch.Tensor, alpha: torch.Tensor, pen_diag: bool) -> torch.Tensor:

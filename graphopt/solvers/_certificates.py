@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from graphopt._linalg import logdet_pd, spd_inverse
+
 __all__ = [
     "penalty_mask",
     "logdet_pd",
@@ -35,34 +37,6 @@ def penalty_mask(p: int, penalize_diagonal: bool, *, dtype: torch.dtype,
     if not penalize_diagonal:
         mask.fill_diagonal_(0.0)
     return mask
-
-
-# Below this size, log-determinants and inverses go through eigvalsh/eigh: torch's CPU Cholesky
-# of tiny float64 matrices can stall for ~20 ms under multi-thread contention (measured on the
-# 2-core CI machine), while the eigen-route costs microseconds there and is as accurate.
-_SMALL = 32
-
-
-def logdet_pd(A: torch.Tensor) -> torch.Tensor:
-    """log det A by Cholesky (eigenvalues for tiny p), batched; −inf where A is not PD."""
-    if A.shape[-1] <= _SMALL:
-        ev = torch.linalg.eigvalsh(A)
-        value = torch.log(ev.clamp_min(torch.finfo(A.dtype).tiny)).sum(-1)
-        return torch.where(ev[..., 0] > 0, value, torch.full_like(value, -float("inf")))
-    chol, info = torch.linalg.cholesky_ex(A)
-    value = 2.0 * torch.log(chol.diagonal(dim1=-2, dim2=-1)).sum(-1)
-    return torch.where(info == 0, value, torch.full_like(value, -float("inf")))
-
-
-def spd_inverse(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(A⁻¹, is_pd) for a batch of symmetric matrices; the inverse is garbage where not PD."""
-    if A.shape[-1] <= _SMALL:
-        ev, Q = torch.linalg.eigh(A)
-        ok = ev[..., 0] > 0
-        inv = (Q / ev.clamp_min(torch.finfo(A.dtype).tiny).unsqueeze(-2)) @ Q.transpose(-1, -2)
-        return 0.5 * (inv + inv.transpose(-1, -2)), ok
-    chol, info = torch.linalg.cholesky_ex(A)
-    return torch.cholesky_inverse(chol), info == 0
 
 
 def _alpha3(alpha: torch.Tensor) -> torch.Tensor:

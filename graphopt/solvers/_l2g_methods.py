@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from graphopt._linalg import symmetrize
+
 from ._l2g_steps import (
     L2gProblem,
     delta_step,
@@ -29,7 +31,6 @@ from ._l2g_steps import (
     pd_root,
     set_ij_block,
     stationarity,
-    sym,
 )
 from .prox import group_prox_tensor, weighted_group_prox_tensor
 
@@ -165,14 +166,14 @@ def solve_admm(P: L2gProblem, omega0: torch.Tensor, tol: float, max_iter: int) -
     has_groups = P.has_groups
     while res > tol and k < max_iter:
         k += 1
-        m, Q = torch.linalg.eigh(rho * sym(Z - U) - S)
+        m, Q = torch.linalg.eigh(rho * symmetrize(Z - U) - S)
         w_eig = pd_root(m, rho)
-        omega = sym((Q * w_eig.unsqueeze(-2)) @ Q.transpose(-1, -2))
+        omega = symmetrize((Q * w_eig.unsqueeze(-2)) @ Q.transpose(-1, -2))
         # Candidate G(Ω): its eigenvalues give log det for free.
         cand_delta = delta_step(P, omega)
         cand = objective(P, omega, cand_delta, logdet=torch.log(w_eig).sum())
         if cand < best:
-            inv = sym((Q * (1.0 / w_eig).unsqueeze(-2)) @ Q.transpose(-1, -2))
+            inv = symmetrize((Q * (1.0 / w_eig).unsqueeze(-2)) @ Q.transpose(-1, -2))
             x, x_delta, best = omega, cand_delta, cand
             res = stationarity(P, x, x_delta, omega_inv=inv)
             n_accept += 1
@@ -237,7 +238,7 @@ def solve_admm_all_columns(P: L2gProblem, omega0: torch.Tensor, tol: float,
     D = diag(S)^½. Node variances may span decades (the optimum's entries with them); in this
     metric one ρ fits all of them, as with an equilibrated graphical lasso.
 
-    Ω-step: with S̃ = D⁻¹SD⁻¹, eigh of ρ·sym(D(Z − U)D) − S̃ = Q diag(m) Qᵀ and
+    Ω-step: with S̃ = D⁻¹SD⁻¹, eigh of ρ·symmetrize(D(Z − U)D) − S̃ = Q diag(m) Qᵀ and
     Ω = D⁻¹ Q diag(ω) Qᵀ D⁻¹, ω = (m + sqrt(m² + 4ρ))/(2ρ).
     Z-step (column j, entries i ≠ j, weights a_i = ρ d_i² d_j², W = Ω̂ + U): δ minimises
     τ‖δ‖^g + Σ_i c_i (δ_i − w_i)², c_i = λa_i/(2λ + a_i) (weighted group prox) and
@@ -283,15 +284,15 @@ def solve_admm_all_columns(P: L2gProblem, omega0: torch.Tensor, tol: float,
     since_progress = 0
     while res > tol and k < max_iter - spent and since_progress < _MAX_NO_PROGRESS:
         k += 1
-        m, Q = torch.linalg.eigh(rho * sym((Z - U) * dd) - S_scaled)
+        m, Q = torch.linalg.eigh(rho * symmetrize((Z - U) * dd) - S_scaled)
         w_eig = pd_root(m, rho)
-        omega = sym((Q * w_eig.unsqueeze(-2)) @ Q.transpose(-1, -2)) / dd
+        omega = symmetrize((Q * w_eig.unsqueeze(-2)) @ Q.transpose(-1, -2)) / dd
         cand_delta = delta_step(P, omega)
         cand = objective(P, omega, cand_delta, logdet=torch.log(w_eig).sum() - logdet_d)
         slack = 64.0 * torch.finfo(S.dtype).eps * max(abs(best), 1.0)
         since_progress = since_progress + 1 if cand >= best - slack else 0
         if cand < best:
-            inv = sym((Q * (1.0 / w_eig).unsqueeze(-2)) @ Q.transpose(-1, -2)) * dd
+            inv = symmetrize((Q * (1.0 / w_eig).unsqueeze(-2)) @ Q.transpose(-1, -2)) * dd
             x, x_delta, best = omega, cand_delta, cand
             res = stationarity(P, x, x_delta, omega_inv=inv)
             n_accept += 1
@@ -373,7 +374,7 @@ class _Reduced:
     def smooth(self, B: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
         """s(B), ∇s(B) and A⁻¹ (for the reconstruction)."""
         BS = B @ self.S_JJ
-        N = sym(self.root_II @ (BS @ B.T) @ self.root_II)
+        N = symmetrize(self.root_II @ (BS @ B.T) @ self.root_II)
         nu, Q = torch.linalg.eigh(N)
         nu = nu.clamp_min(0.0)
         x = 0.5 + torch.sqrt(0.25 + nu)
@@ -412,10 +413,10 @@ class _Reduced:
         I, J = P.important, P.rest
         A = torch.linalg.inv(A_inv)
         out = torch.empty((p, p), dtype=B.dtype, device=B.device)
-        out[I.unsqueeze(-1), I.unsqueeze(0)] = sym(A)
+        out[I.unsqueeze(-1), I.unsqueeze(0)] = symmetrize(A)
         out[I.unsqueeze(-1), J.unsqueeze(0)] = B
         out[J.unsqueeze(-1), I.unsqueeze(0)] = B.T
-        out[J.unsqueeze(-1), J.unsqueeze(0)] = sym(self.S_JJ_inv + B.T @ A_inv @ B)
+        out[J.unsqueeze(-1), J.unsqueeze(0)] = symmetrize(self.S_JJ_inv + B.T @ A_inv @ B)
         return out
 
 

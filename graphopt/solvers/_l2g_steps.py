@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from graphopt._linalg import logdet_pd, symmetrize
+
 from .prox import group_prox_tensor
 
 # Released Ω-step (gm_bcd.py, ``Gradient_descent_sub1``): 100 gradient-ascent steps of size
@@ -54,10 +56,6 @@ class L2gProblem:
     def w(self) -> float:
         """Weight of the Δ-step prox: min τ‖d‖^g + λ‖v − d‖² = 2λ[½‖v − d‖² + (τ/2λ)‖d‖^g]."""
         return self.tau / (2.0 * self.lam)
-
-
-def sym(a: torch.Tensor) -> torch.Tensor:
-    return 0.5 * (a + a.transpose(-1, -2))
 
 
 def pd_root(m: torch.Tensor, rho: float) -> torch.Tensor:
@@ -111,9 +109,9 @@ def omega_step_exact(P: L2gProblem, delta: torch.Tensor) -> torch.Tensor:
 
     With 2λΔ_s − S = Q diag(m) Qᵀ, Ω = Q diag(ω) Qᵀ, ω_i = (m_i + sqrt(m_i² + 8λ)) / (4λ).
     """
-    m, Q = torch.linalg.eigh(2.0 * P.lam * sym(delta) - P.S)
+    m, Q = torch.linalg.eigh(2.0 * P.lam * symmetrize(delta) - P.S)
     omega = pd_root(m, 2.0 * P.lam)
-    return sym((Q * omega.unsqueeze(-2)) @ Q.transpose(-1, -2))
+    return symmetrize((Q * omega.unsqueeze(-2)) @ Q.transpose(-1, -2))
 
 
 # Fixed-point sweeps allowed in one ``omega_step_perturbative`` call (it contracts by
@@ -143,7 +141,7 @@ def omega_step_perturbative(P: L2gProblem, delta: torch.Tensor,
     lam = P.lam
     s_diag = torch.diagonal(P.S, dim1=-2, dim2=-1)
     s_off = offdiag(P.S)
-    delta_off = offdiag(sym(delta))
+    delta_off = offdiag(symmetrize(delta))
     lam_d = torch.diagonal(omega, dim1=-2, dim2=-1)
     E = offdiag(omega)
     if bool((lam_d <= 0).any()) or bool((s_diag <= 0).any()):
@@ -161,7 +159,7 @@ def omega_step_perturbative(P: L2gProblem, delta: torch.Tensor,
         bound = float((1.0 / lam_d).max()) / (1.0 - e_norm)
         if bound * bound / (2.0 * lam) > 0.5:
             return None
-        Y = sym(torch.linalg.solve(eye + E_hat, E_hat))
+        Y = symmetrize(torch.linalg.solve(eye + E_hat, E_hat))
         E_new = delta_off - (s_off + offdiag(Y) * rr) / (2.0 * lam)
         lam_new = (1.0 - torch.diagonal(Y, dim1=-2, dim2=-1)) / s_diag
         change = float(torch.linalg.matrix_norm(E_new - E)) \
@@ -176,13 +174,13 @@ def omega_step_perturbative(P: L2gProblem, delta: torch.Tensor,
 def omega_step_released(P: L2gProblem, delta: torch.Tensor) -> torch.Tensor:
     """The released code's inexact Ω-step (compatibility mode, see ``docs/l2g_ggm.md``).
 
-    A = (S − 2λΔ)/(2λ), A_s = sym(A); start Ω = A_s and take 100 steps
+    A = (S − 2λΔ)/(2λ), A_s = symmetrize(A); start Ω = A_s and take 100 steps
     Ω ← Ω + 1e-4 (Ω⁻¹ − A_s − 2λΩ) (gradient ascent on log det Ω − tr(A_sΩ) − λ‖Ω‖²_F).
     Its fixed point solves 2λΩ − Ω⁻¹ = (2λΔ_s − S)/(2λ): S and Δ carry an extra 1/(2λ)
     compared with the exact step, and the iterate need not be positive definite.
     """
     lam = P.lam
-    A_s = sym((P.S - 2.0 * lam * delta) / (2.0 * lam))
+    A_s = symmetrize((P.S - 2.0 * lam * delta) / (2.0 * lam))
     eye = torch.eye(A_s.shape[-1], dtype=A_s.dtype, device=A_s.device)
     omega = A_s
     for _ in range(RELEASED_INNER_STEPS):
@@ -193,13 +191,6 @@ def omega_step_released(P: L2gProblem, delta: torch.Tensor) -> torch.Tensor:
         if float(moved) < RELEASED_INNER_TOL:
             break
     return omega
-
-
-def logdet_pd(omega: torch.Tensor) -> torch.Tensor:
-    """log det Ω via Cholesky; −inf when Ω is not positive definite."""
-    chol, info = torch.linalg.cholesky_ex(sym(omega))
-    val = 2.0 * torch.log(chol.diagonal(dim1=-2, dim2=-1)).sum(-1)
-    return torch.where(info == 0, val, torch.full_like(val, -float("inf")))
 
 
 def penalty(P: L2gProblem, omega: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
@@ -227,10 +218,10 @@ def stationarity(P: L2gProblem, omega: torch.Tensor, delta: torch.Tensor,
     stationary point. +inf when Ω is not positive definite.
     """
     if omega_inv is None:
-        chol, info = torch.linalg.cholesky_ex(sym(omega))
+        chol, info = torch.linalg.cholesky_ex(symmetrize(omega))
         if int(info) != 0:
             return float("inf")
         omega_inv = torch.cholesky_inverse(chol)
-    grad = P.S - omega_inv + 2.0 * P.lam * (omega - sym(delta))
+    grad = P.S - omega_inv + 2.0 * P.lam * (omega - symmetrize(delta))
     scale = torch.linalg.matrix_norm(P.S) + torch.linalg.matrix_norm(omega_inv)
     return float(torch.linalg.matrix_norm(grad) / scale)

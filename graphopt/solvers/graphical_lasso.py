@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from graphopt._linalg import symmetrize
 from .._tensor import ArrayLike, check_covariance, check_finite, check_symmetric, to_tensor
 from ..exceptions import ConvergenceWarning
 from ._admm import admm
@@ -73,7 +74,7 @@ def _check_init(init: Any, S: torch.Tensor) -> torch.Tensor | None:
         raise ValueError(f"init must have the shape of S {tuple(S.shape)}, got {tuple(t.shape)}")
     check_finite(t, "init")
     check_symmetric(t, "init")
-    t = 0.5 * (t + t.transpose(-1, -2))
+    t = symmetrize(t)
     if not bool(spd_inverse(t)[1].all()):
         raise ValueError("init must be positive definite (a precision matrix)")
     return t.contiguous()
@@ -94,14 +95,14 @@ def _check_bounded(S: torch.Tensor, alpha: torch.Tensor, penalize_diagonal: bool
 def _finalise(S: torch.Tensor, sol: dict, alpha: torch.Tensor, mask: torch.Tensor) -> dict:
     """Make the returned Θ exactly symmetric and positive definite; compute its certificates."""
     theta = sol["theta"]
-    theta = 0.5 * (theta + theta.transpose(-1, -2))
+    theta = symmetrize(theta)
     fallback = sol.get("theta_pd")
     if fallback is not None:
         # ADMM's Z (sparse) is positive definite once converged; an unconverged Z may not be,
         # and then the Θ-iterate (positive definite by construction) is returned instead.
         bad = ~spd_inverse(theta)[1]
         if bool(bad.any()):
-            fb = 0.5 * (fallback + fallback.transpose(-1, -2))
+            fb = symmetrize(fallback)
             theta = torch.where(bad.reshape(-1, 1, 1), fb, theta)
     S64, t64, a64, m64 = S.double(), theta.double(), alpha.double(), mask.double()
     W, is_pd = spd_inverse(t64)
@@ -174,7 +175,7 @@ def graphical_lasso(
     alpha_t = _check_alpha(alpha, S_t.shape[0] if batched else None, S_t)
     theta0 = _check_init(init, S_t)
     S3 = S_t if batched else S_t.unsqueeze(0)
-    S3 = (0.5 * (S3 + S3.transpose(-1, -2))).contiguous()
+    S3 = symmetrize(S3).contiguous()
     theta0 = None if theta0 is None else (theta0 if batched else theta0.unsqueeze(0))
     _check_bounded(S3, alpha_t, penalize_diagonal)
     p = S3.shape[-1]

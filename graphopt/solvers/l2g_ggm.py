@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from graphopt._linalg import symmetrize
 from .._tensor import ArrayLike, check_covariance, check_finite, check_square, check_symmetric, to_output, to_tensor
 from ..exceptions import ConvergenceWarning, RegularizationWarning
 from ._l2g_methods import METHODS, RELEASED
@@ -119,9 +120,9 @@ def _check_init(init: ArrayLike, S: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"init must have the shape of S {tuple(S.shape)}, got {tuple(t.shape)}")
     check_finite(t, "init")
     check_symmetric(t, "init")
-    if int(torch.linalg.cholesky_ex(0.5 * (t + t.T))[1]) != 0:
+    if int(torch.linalg.cholesky_ex(symmetrize(t))[1]) != 0:
         raise ValueError("init must be positive definite")
-    return 0.5 * (t + t.T)
+    return symmetrize(t)
 
 
 def l2g_ggm(
@@ -196,7 +197,7 @@ def l2g_ggm(
     mask = torch.ones(p, dtype=torch.bool, device=S_t.device)
     mask[I] = False
     J = torch.nonzero(mask).flatten()
-    S_t = 0.5 * (S_t + S_t.transpose(-1, -2))
+    S_t = symmetrize(S_t)
 
     eps, automatic = resolve_regularization(S_t, I, J, regularization, all_columns)
     if eps > 0:

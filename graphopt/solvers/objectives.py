@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .._linalg import logdet_pd
 from .._tensor import ArrayLike, check_square, to_tensor
+from ._certificates import penalty_mask, primal_objective
 from ._l2g_steps import offdiag
 
 __all__ = [
@@ -35,15 +37,6 @@ def offdiag_l1(theta: torch.Tensor, penalize_diagonal: bool = False) -> torch.Te
     return total - theta.diagonal(dim1=-2, dim2=-1).abs().sum(-1)
 
 
-def _logdet_pd(theta: torch.Tensor) -> torch.Tensor:
-    """log det Θ through a Cholesky factor; +inf marks a matrix that is not positive definite."""
-    sym = 0.5 * (theta + theta.transpose(-1, -2))
-    chol, info = torch.linalg.cholesky_ex(sym)
-    logdet = 2.0 * torch.log(chol.diagonal(dim1=-2, dim2=-1)).sum(-1)
-    # −log det of a non-PD matrix is +inf in the objective's convention (outside the domain).
-    return torch.where(info == 0, logdet, torch.full_like(logdet, -float("inf")))
-
-
 def glasso_objective(
     S: ArrayLike,
     precision: ArrayLike,
@@ -65,8 +58,8 @@ def glasso_objective(
             f"precision has shape {tuple(theta.shape)} but S has shape {tuple(S_t.shape)}"
         )
     alpha_t = torch.as_tensor(alpha, dtype=torch.float64, device=S_t.device)
-    trace = (S_t * theta).sum(dim=(-2, -1))  # tr(SΘ) for symmetric S
-    value = -_logdet_pd(theta) + trace + alpha_t * offdiag_l1(theta, penalize_diagonal)
+    value = primal_objective(S_t, theta, alpha_t, penalty_mask(
+        S_t.shape[-1], penalize_diagonal, dtype=S_t.dtype, device=S_t.device))
     return _as_scalar_or_array(value)
 
 
@@ -113,7 +106,7 @@ def l2g_objective(
         np.asarray(important), dtype=torch.long, device=S_t.device).flatten()
     norms = group_norms(de, idx)
     value = (
-        -_logdet_pd(om)
+        -logdet_pd(om)
         + (S_t * om).sum(dim=(-2, -1))
         + tau * norms.pow(g).sum(-1)
         + lam * (om - de).pow(2).sum(dim=(-2, -1))

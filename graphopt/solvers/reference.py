@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from graphopt._linalg import symmetrize
 from .._tensor import ArrayLike, check_covariance
 from ._result import GraphicalLassoResult, L2gGGMResult
 from .objectives import glasso_objective, l2g_objective
@@ -116,7 +117,7 @@ def graphical_lasso_cvxpy(
     objective = -cp.log_det(theta) + cp.trace(S_np @ theta) + alpha * cp.sum(cp.abs(penalty_entries))
     problem = cp.Problem(cp.Minimize(objective))
     _solve(problem, solver)
-    precision = 0.5 * (theta.value + theta.value.T)
+    precision = symmetrize(theta.value)
     return GraphicalLassoResult(
         precision=precision,
         covariance=np.linalg.inv(precision),
@@ -203,7 +204,7 @@ def l2g_ggm_cvxpy(
     )
     problem = cp.Problem(cp.Minimize(objective))
     _solve(problem, solver)
-    om = 0.5 * (omega.value + omega.value.T)
+    om = symmetrize(omega.value)
     de = np.asarray(delta.value)
     value = l2g_objective(S_np, om, de, idx, tau=tau, lam=lam, g=1.0)
     return L2gGGMResult(
