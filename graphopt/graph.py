@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ._linalg import symmetrize
+from ._linalg import symmetrize as symmetric_part
 from ._linop import as_graph_matrix, check_graph_symmetric, is_sparse, row_sums, sparse_coo
 from ._tensor import ArrayLike, check_finite, to_output, to_tensor
 
@@ -269,7 +269,7 @@ def similarity_graph(
     U = torch.where(norms > 0, S / norms.clamp_min(torch.finfo(S.dtype).tiny), 0.0)
     W = (U @ U.T).clamp_min(0.0)
     W.fill_diagonal_(0.0)
-    W = symmetrize(W)  # exact symmetry despite the product's round-off
+    W = symmetric_part(W)  # exact symmetry despite the product's round-off
     return _finish(W, sparse, as_numpy)
 
 
