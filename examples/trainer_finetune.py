@@ -2,8 +2,9 @@
 
 Wraps a sequence-classification model with :func:`graphopt.peft.model.get_graphopt_model`:
 each attention query/key/value matrix becomes W = W_res + Σ_i a_i b_iᵀ, whose r principal
-components (a_i, b_i) are the trainable *nodes*. :class:`graphopt.peft.callbacks.GGMAllocationCallback`
-then runs the allocation inside ``Trainer``: a few warm-up steps, a few steps that record
+components (a_i, b_i) are the trainable *nodes*. The allocation is a training hook,
+:class:`graphopt.peft.allocator.GGMAllocator`, and :class:`graphopt.peft.hooks.GraphoptCallback`
+runs it inside ``Trainer``: a few warm-up steps, a few steps that record
 per-node importance scores, and a selection step that fits the ℓ2,g-coupled GGM to the scores
 and keeps only ``n_select`` nodes trainable (the rest are frozen exactly).
 
@@ -32,9 +33,10 @@ from transformers import (AutoModelForSequenceClassification, AutoTokenizer,
 from transformers.utils import logging as hf_logging
 
 from _tiny import build_tiny
-from graphopt.peft.callbacks import GGMAllocationCallback
+from graphopt.peft.allocator import GGMAllocator
 from graphopt.peft.config import GGMConfig
 from graphopt.peft.data import load_splits
+from graphopt.peft.hooks import GraphoptCallback
 from graphopt.peft.model import get_graphopt_model
 
 
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     if args.model is not None:
         model_dir = args.model
     elif not args.small:
-        from graphopt.peft.finetune import default_model_path
+        from graphopt.peft.runtime import default_model_path
         model_dir = default_model_path()
     steps = args.steps or (12 if args.small else 40)
 
@@ -80,7 +82,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
     config = GGMConfig(rank=4, n_important=2, n_select=5, warmup_steps=2, scoring_steps=3)
     gm = get_graphopt_model(model, config)
     trainable_before, total = gm.trainable_parameter_count()
-    callback = GGMAllocationCallback(gm)  # saves <output_dir>/allocation at the end
+    # One callback runs any training hooks; the allocator saves <output_dir>/allocation at the end.
+    allocator = GGMAllocator(gm, save_dir=work / "out" / "allocation")
+    callback = GraphoptCallback([allocator], gm)
     targs = TrainingArguments(
         output_dir=str(work / "out"), max_steps=steps, per_device_train_batch_size=8,
         learning_rate=5e-3, use_cpu=True, report_to="none", save_strategy="no",
@@ -92,7 +96,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
     out = trainer.train()
     trainable_after, _ = gm.trainable_parameter_count()
 
-    alloc = callback.allocation
+    alloc = allocator.allocation
     if alloc is None:
         print("FAIL: no allocation was made", file=sys.stderr)
         return 1

@@ -68,7 +68,7 @@ def test_ggm_end_to_end_writes_metrics_adapter_allocation_plot(tiny, tmp_path):
 def test_ggm_adapter_reproduces_reported_test_accuracy(tiny, tmp_path):
     """The saved adapter, loaded onto a fresh base model, gives the reported test metrics."""
     from graphopt.peft.data import load_splits
-    from graphopt.peft.finetune import _load_model
+    from graphopt.peft.runtime import load_classifier
     from graphopt.peft.model import load_adapter
     from graphopt.peft.train import encode, evaluate
 
@@ -76,7 +76,7 @@ def test_ggm_adapter_reproduces_reported_test_accuracy(tiny, tmp_path):
     m = _run(tiny, out, "--rank", "4", "--n-important", "2", "--n-select", "5",
              "--warmup-steps", "2", "--scoring-steps", "3", "--seed", "1", "--lr", "1e-2")
     splits = load_splits(tiny / "data.csv", seed=1)
-    tok, base = _load_model(tiny / "model", splits.num_labels, splits.label_names, seed=123)
+    tok, base = load_classifier(tiny / "model", splits.num_labels, splits.label_names, seed=123)
     gm = load_adapter(base, out / "adapter")
     res = evaluate(gm, encode(tok, splits.test, 16), batch_size=16, pad_id=tok.pad_token_id,
                    device=torch.device("cpu"), num_labels=3, progress=False)

@@ -23,7 +23,8 @@ from graphopt.peft.allocation import (  # noqa: E402
     normalised_log_scores,
     sample_covariance,
 )
-from graphopt.peft.callbacks import GGMAllocationCallback, GGMAllocator  # noqa: E402
+from graphopt.peft.allocator import GGMAllocator  # noqa: E402
+from graphopt.peft.hooks import GraphoptCallback  # noqa: E402
 from graphopt.peft.config import GGMConfig  # noqa: E402
 from graphopt.peft.model import get_graphopt_model  # noqa: E402
 from graphopt.peft.scoring import NodeScorer  # noqa: E402
@@ -296,7 +297,8 @@ class _Toy(torch.utils.data.Dataset):
 def test_trainer_callback_selects_and_saves(tmp_path):
     model = get_graphopt_model(tiny_bert(), GGMConfig(rank=2, n_important=2, n_select=5,
                                                       warmup_epochs=1, scoring_epochs=1))
-    cb = GGMAllocationCallback(model)
+    allocator = GGMAllocator(model, steps_per_epoch="from_loop", save_dir=tmp_path / "allocation")
+    cb = GraphoptCallback([allocator], model)
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=3,
         learning_rate=1e-2, weight_decay=0.1, report_to=[], save_strategy="no",
@@ -304,7 +306,7 @@ def test_trainer_callback_selects_and_saves(tmp_path):
         use_cpu=True, disable_tqdm=True, dataloader_num_workers=0)
     trainer = transformers.Trainer(model=model, args=args, train_dataset=_Toy(), callbacks=[cb])
     trainer.train()
-    alloc = cb.allocation
+    alloc = allocator.allocation
     assert alloc is not None and alloc.step == 12  # 6 steps/epoch: warm-up 6, scoring 6
     assert alloc.samples.shape == (6, len(model.nodes)) and len(alloc.selected) == 5
     assert [n.index for n in model.nodes if n.trainable] == alloc.selected

@@ -23,7 +23,7 @@ WORKER = textwrap.dedent("""
     from torch.nn.parallel import DistributedDataParallel as DDP
     from graphopt.peft.config import GGMConfig
     from graphopt.peft.model import get_graphopt_model
-    from graphopt.peft.callbacks import GGMAllocator
+    from graphopt.peft.allocator import GGMAllocator
     from graphopt.peft.distributed import average_samples, broadcast_selection
 
     warnings.simplefilter("ignore")

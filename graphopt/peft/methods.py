@@ -10,23 +10,27 @@ Every builder takes the loaded Hugging Face model and returns a :class:`Prepared
 - ``bitfit``         every bias vector plus the task head
 - ``full``           every parameter
 - ``lora``/``pissa`` Hugging Face ``peft`` (optional extra ``graphopt[baselines]``),
-                     r = 8 on the attention query and value projections
+                     :class:`LoraBaselineConfig`: r = 8 on the attention query and value projections
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from graphopt.peft.allocator import GGMAllocator
 from graphopt.peft.config import GGMConfig
+from graphopt.peft.hooks import TrainingHook
+from graphopt.peft.model import GraphoptModel
 
-__all__ = ["MethodOptions", "PreparedModel", "METHODS", "METHOD_NAMES", "DEFAULT_LR",
-           "prepare_method", "import_hf_peft"]
+__all__ = ["LoraBaselineConfig", "PreparedModel", "FINETUNE_METHODS", "METHOD_NAMES",
+           "DEFAULT_LR", "prepare_method", "import_hf_peft"]
 
 #: Default learning rate per method: the adapter methods train few, freshly initialised or
 #: small parameters and need a large step; full fine-tuning needs the usual small one.
@@ -36,49 +40,36 @@ DEFAULT_LR: dict[str, float] = {
 }
 
 
-@dataclass
-class MethodOptions:
-    """Knobs the builders read. The GGM ones carry :class:`GGMConfig`'s names and defaults
-    and reach it through :meth:`ggm_config`; the ``lora_*`` ones are the LoRA baselines'."""
+@dataclass(frozen=True)
+class LoraBaselineConfig:
+    """The Hugging Face peft baselines ``lora`` / ``pissa``: rank r and α on the attention
+    query and value projections (scaling α / r = 2)."""
 
-    rank: int = GGMConfig.rank
-    n_important: int = GGMConfig.n_important
-    n_select: int = GGMConfig.n_select
-    tau: float = GGMConfig.tau
-    lam: float = GGMConfig.lam
-    g: float = GGMConfig.g
-    omega_step: str = GGMConfig.omega_step
-    groups: str = GGMConfig.groups
-    regularization: float | str | None = GGMConfig.regularization
-    warmup_steps: int | None = GGMConfig.warmup_steps
-    scoring_steps: int | None = GGMConfig.scoring_steps
-    seed: int = GGMConfig.seed
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_targets: tuple[str, ...] = ("query", "value")
-
-    def ggm_config(self, selection: str) -> GGMConfig:
-        """The :class:`GGMConfig` of these options with node-selection policy ``selection``."""
-        shared = {f.name for f in fields(GGMConfig)}
-        return GGMConfig(selection=selection,
-                         **{k: v for k, v in asdict(self).items() if k in shared})
+    r: int = 8
+    alpha: int = 16
+    targets: tuple[str, ...] = ("query", "value")
 
 
 @dataclass
 class PreparedModel:
     """A model ready for the training loop.
 
-    ``model(**batch)`` returns an output with ``.loss`` and ``.logits``; ``allocator`` (GGM
-    family only) must be stepped after every optimiser step; ``save(directory)`` writes the
-    trained adapter (or the whole model for ``full``) and returns the written paths.
+    ``model(**batch)`` returns an output with ``.loss`` and ``.logits``; ``hooks`` (the GGM
+    family's allocator) go into the training loop; ``save(directory)`` writes the trained
+    adapter (or the whole model for ``full``) and returns the written paths.
     """
 
     method: str
     model: nn.Module
     save: Callable[[Path], list[str]]
-    allocator: Any | None = None
-    graphopt_model: Any | None = None
+    allocator: GGMAllocator | None = None
+    graphopt_model: GraphoptModel | None = None
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hooks(self) -> list[TrainingHook]:
+        """The method's own training hooks (the allocator, for the GGM family)."""
+        return [] if self.allocator is None else [self.allocator]
 
     def trainable_parameter_count(self) -> tuple[int, int]:
         """(trainable, total) parameters right now (drops after a GGM selection)."""
@@ -96,28 +87,19 @@ def import_hf_peft() -> Any:
                           "pip install 'graphopt[baselines]' (or pip install peft)") from exc
 
 
-def _import_allocator() -> Any:
-    from graphopt.peft import allocation
-
-    if hasattr(allocation, "GGMAllocator"):
-        return allocation.GGMAllocator
-    from graphopt.peft.callbacks import GGMAllocator  # where P1 may keep the loop helper
-
-    return GGMAllocator
+Builder = Callable[[nn.Module, GGMConfig, LoraBaselineConfig, int], PreparedModel]
 
 
-def _build_pc(selection: str) -> Callable[[nn.Module, MethodOptions, int], PreparedModel]:
-    def build(model: nn.Module, opts: MethodOptions, steps_per_epoch: int) -> PreparedModel:
+def _build_pc(selection: str) -> Builder:
+    def build(model: nn.Module, ggm: GGMConfig, lora: LoraBaselineConfig,
+              steps_per_epoch: int) -> PreparedModel:
         from graphopt.peft.model import get_graphopt_model
 
-        config = opts.ggm_config(selection)
+        config = dataclasses.replace(ggm, selection=selection)
         gmodel = get_graphopt_model(model, config)
-        if opts.n_select > len(gmodel.nodes) and selection != "none":
-            raise ValueError(f"--n-select {opts.n_select} exceeds the {len(gmodel.nodes)} "
-                             f"principal-component nodes of this model")
         allocator = None
         if selection != "none":
-            allocator = _import_allocator()(gmodel, config, steps_per_epoch=steps_per_epoch)
+            allocator = GGMAllocator(gmodel, config, steps_per_epoch=steps_per_epoch)
 
         def save(directory: Path) -> list[str]:
             gmodel.save_adapter(directory)
@@ -157,14 +139,16 @@ def _save_trainable(model: nn.Module, directory: Path, *, everything: bool = Fal
     return [name]
 
 
-def _build_bitfit(model: nn.Module, opts: MethodOptions, steps_per_epoch: int) -> PreparedModel:
+def _build_bitfit(model: nn.Module, ggm: GGMConfig, lora: LoraBaselineConfig,
+                  steps_per_epoch: int) -> PreparedModel:
     heads = _head_names(model)
     for n, p in model.named_parameters():
         p.requires_grad_(n.endswith("bias") or any(n.startswith(h + ".") for h in heads))
     return PreparedModel("bitfit", model, lambda d: _save_trainable(model, d), info={"heads": heads})
 
 
-def _build_full(model: nn.Module, opts: MethodOptions, steps_per_epoch: int) -> PreparedModel:
+def _build_full(model: nn.Module, ggm: GGMConfig, lora: LoraBaselineConfig,
+                steps_per_epoch: int) -> PreparedModel:
     for p in model.parameters():
         p.requires_grad_(True)
 
@@ -174,17 +158,18 @@ def _build_full(model: nn.Module, opts: MethodOptions, steps_per_epoch: int) -> 
     return PreparedModel("full", model, save)
 
 
-def _build_lora(init: str) -> Callable[[nn.Module, MethodOptions, int], PreparedModel]:
-    def build(model: nn.Module, opts: MethodOptions, steps_per_epoch: int) -> PreparedModel:
+def _build_lora(init: str) -> Builder:
+    def build(model: nn.Module, ggm: GGMConfig, lora: LoraBaselineConfig,
+              steps_per_epoch: int) -> PreparedModel:
         hf_peft = import_hf_peft()
         names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-        missing = [t for t in opts.lora_targets if t not in names]
+        missing = [t for t in lora.targets if t not in names]
         if missing:
             raise ValueError(f"LoRA targets {missing} match no module of this model "
                              f"(BERT-style query/value projections expected)")
         config = hf_peft.LoraConfig(
-            r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=0.0,
-            target_modules=list(opts.lora_targets), task_type="SEQ_CLS",
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=0.0,
+            target_modules=list(lora.targets), task_type="SEQ_CLS",
             modules_to_save=_head_names(model) or None,
             init_lora_weights="pissa" if init == "pissa" else True)
         pmodel = hf_peft.get_peft_model(model, config)
@@ -196,13 +181,13 @@ def _build_lora(init: str) -> Callable[[nn.Module, MethodOptions, int], Prepared
             return sorted(p.name for p in directory.iterdir() if p.name.startswith("adapter_"))
 
         return PreparedModel(init, pmodel, save,
-                             info={"lora_r": opts.lora_r, "lora_alpha": opts.lora_alpha,
-                                   "lora_targets": list(opts.lora_targets)})
+                             info={"lora_r": lora.r, "lora_alpha": lora.alpha,
+                                   "lora_targets": list(lora.targets)})
     return build
 
 
-#: name -> (description, builder(model, options, steps_per_epoch) -> PreparedModel)
-METHODS: dict[str, tuple[str, Callable[[nn.Module, MethodOptions, int], PreparedModel]]] = {
+#: name -> (description, builder(model, ggm, lora, steps_per_epoch) -> PreparedModel)
+FINETUNE_METHODS: dict[str, tuple[str, Builder]] = {
     "ggm": ("PC nodes, l2,g-GGM selection of n_select nodes (published schedule)", _build_pc("ggm")),
     "pc-all": ("all PC nodes trained, no selection", _build_pc("none")),
     "random": ("PC nodes, n_select chosen at random after scoring", _build_pc("random")),
@@ -212,12 +197,19 @@ METHODS: dict[str, tuple[str, Callable[[nn.Module, MethodOptions, int], Prepared
     "lora": ("Hugging Face peft LoRA, r=8 on query/value", _build_lora("lora")),
     "pissa": ("Hugging Face peft PiSSA, r=8 on query/value", _build_lora("pissa")),
 }
-METHOD_NAMES: tuple[str, ...] = tuple(METHODS)
+METHOD_NAMES: tuple[str, ...] = tuple(FINETUNE_METHODS)
 
 
-def prepare_method(method: str, model: nn.Module, options: MethodOptions,
-                   steps_per_epoch: int) -> PreparedModel:
-    """Turn ``model`` (modified in place) into the trainable setup of ``method``."""
-    if method not in METHODS:
+def prepare_method(method: str, model: nn.Module, ggm: GGMConfig | None = None,
+                   steps_per_epoch: int | None = None,
+                   lora: LoraBaselineConfig | None = None) -> PreparedModel:
+    """Turn ``model`` (modified in place) into the trainable setup of ``method``.
+
+    ``ggm`` configures the PC family (its ``selection`` is set by the method), ``lora`` the
+    peft baselines; both default to their configs' defaults.
+    """
+    if method not in FINETUNE_METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHOD_NAMES)}")
-    return METHODS[method][1](model, options, steps_per_epoch)
+    return FINETUNE_METHODS[method][1](model, ggm if ggm is not None else GGMConfig(),
+                                       lora if lora is not None else LoraBaselineConfig(),
+                                       steps_per_epoch)

@@ -104,6 +104,27 @@ class NodeScorer:
         self._ema_i = self._ema_u = None
         self._samples = []
 
+    def state_dict(self) -> dict[str, torch.Tensor | None]:
+        """The EMAs Ī, Ū (flat) and the samples X so far: all a resumed run needs."""
+        return {"ema_i": self._ema_i, "ema_u": self._ema_u, "samples": self.samples()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor | None]) -> None:
+        """Restore :meth:`state_dict`; the shapes must match these nodes."""
+        numel = self._owner.numel()
+        for key in ("ema_i", "ema_u"):
+            t = state[key]
+            if t is not None and tuple(t.shape) != (numel,):
+                raise ValueError(f"scorer state {key!r} has shape {tuple(t.shape)}, "
+                                 f"these nodes need ({numel},)")
+        x = state["samples"]
+        if x.ndim != 2 or x.shape[1] != self.n_nodes:
+            raise ValueError(f"scorer samples have shape {tuple(x.shape)}, "
+                             f"these nodes need (T, {self.n_nodes})")
+        device = self._owner.device
+        self._ema_i = None if state["ema_i"] is None else state["ema_i"].to(device, self._dtype)
+        self._ema_u = None if state["ema_u"] is None else state["ema_u"].to(device, self._dtype)
+        self._samples = list(x.to(device, torch.float64).unbind(0))
+
 
 class _LazyZeros:
     """Zero stand-ins for missing gradients, allocated only for parameters that need one."""

@@ -1,18 +1,16 @@
-"""Spectral coordination for ``graphopt finetune``: CLI options and the training-loop hooks.
+"""Spectral coordination as a training hook: the Dirichlet regulariser and the gradient filter.
 
-``add_spectral_arguments(parser)`` adds the options; ``build_spectral_coordination(args,
-model, method)`` returns a :class:`SpectralCoordination` (or None when neither the
-regulariser nor the filter is asked for) whose hooks go into any training loop:
+``build_spectral_coordination(config, model, method)`` turns a :class:`~graphopt.peft.config.
+SpectralConfig` into a :class:`SpectralCoordination` (or None when neither the regulariser nor
+the filter is asked for). It is a :class:`~graphopt.peft.hooks.TrainingHook`, so any loop that
+drives hooks runs it:
 
-    loss = out.loss
-    if coord is not None and (term := coord.loss_term(model)) is not None:
-        loss = loss + term                      # μ Σ_b tr(ΔᵀL_bΔ)
+    loss = out.loss + coord.loss_term(model)    # μ Σ_b tr(ΔᵀL_bΔ)
     loss.backward()
-    if coord is not None:
-        coord.before_optimizer_step(model)      # G ← (1−β)G + β h(L)G, signals, rebuilds
+    coord.before_optimizer_step(model)          # G ← (1−β)G + β h(L)G, signals, rebuilds
     optimizer.step()
 
-Graphs (``--spectral-graph``): ``knn`` = the method's natural nodes (PC nodes [a_i; b_i] for
+Graphs (``SpectralConfig.graph``, ``--spectral-graph``): ``knn`` = the method's natural nodes (PC nodes [a_i; b_i] for
 ggm / pc-all / random / top-importance, LoRA rank components [B[:, i]; A[i, :]] for lora /
 pissa, rows of the trainable matrices and whole bias vectors for full / bitfit) with a
 Gaussian k-NN graph on their pretrained values; ``rows`` = rows of the trainable matrices
@@ -25,7 +23,6 @@ block graph is restricted to the surviving nodes.
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
 from collections import deque
@@ -34,61 +31,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..responses import parse_response
+from .config import SpectralConfig
+from .hooks import TrainingHook
 from .param_graph import ParameterGraph, build_parameter_graph
-from .spectral_filter import FILTER_METHODS, SpectralGradientFilter
-from ._argtypes import nonneg_float, nonneg_int, positive_int, unit_interval
+from .spectral_filter import SpectralGradientFilter
 from .spectral_reg import SpectralRegularizer
 
 __all__ = [
-    "GRAPH_CHOICES",
-    "add_spectral_arguments",
     "build_spectral_coordination",
     "SpectralCoordination",
     "SignalRecorder",
 ]
-
-GRAPH_CHOICES = ("knn", "scores", "rows")
-
-
-def _response(text: str) -> str:
-    try:
-        parse_response(text)
-    except (ValueError, TypeError) as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def add_spectral_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``--spectral-*`` options (issue 5) to ``parser`` (one argument group)."""
-    g = parser.add_argument_group(
-        "spectral coordination", "graph Dirichlet regulariser and spectral gradient filter "
-        "over parameter nodes (docs/spectral-training.md); combine with any --method")
-    g.add_argument("--spectral-reg", type=nonneg_float, default=0.0, metavar="MU",
-                   help="add MU * sum_b tr((Θ−Θ0)ᵀ L_b (Θ−Θ0)) to the loss (default 0: off)")
-    g.add_argument("--spectral-filter", type=_response, default=None, metavar="RESPONSE",
-                   help="low-pass the node gradients before each optimiser step: "
-                        "heat:t=T | tikhonov:a=A | lowpass:k=K (default: off)")
-    g.add_argument("--spectral-mix", type=unit_interval, default=1.0, metavar="BETA",
-                   help="G <- (1-BETA) G + BETA h(L) G, BETA in [0, 1] (default 1)")
-    g.add_argument("--spectral-graph", choices=GRAPH_CHOICES, default="knn",
-                   help="knn: method's nodes, Gaussian k-NN on pretrained values; rows: rows "
-                        "of the trainable matrices; scores: method's nodes, correlation of "
-                        "their sensitivity scores (default knn)")
-    g.add_argument("--spectral-k", type=positive_int, default=10, metavar="K",
-                   help="neighbours per node in the graph (default 10)")
-    g.add_argument("--spectral-method", choices=FILTER_METHODS, default="auto",
-                   help="filter method: auto (per block the cheaper of exact and Chebyshev; "
-                        "exact for lowpass), exact, chebyshev, solve (tikhonov only) (default auto)")
-    g.add_argument("--spectral-order", type=positive_int, default=30, metavar="K",
-                   help="Chebyshev polynomial order (default 30)")
-    g.add_argument("--spectral-window", type=positive_int, default=20, metavar="T",
-                   help="--spectral-graph scores: steps of scores before the graph is built "
-                        "(default 20)")
-    g.add_argument("--spectral-rebuild-every", type=nonneg_int, default=0, metavar="N",
-                   help="rebuild the graph every N optimiser steps (default 0: knn/rows never, "
-                        "scores once after the window)")
-
 
 class SignalRecorder:
     """Per-step node sensitivities s_i = mean |θ ⊙ ∇θ| over each node, last ``window`` steps.
@@ -129,16 +82,19 @@ class SignalRecorder:
         return out
 
 
-class SpectralCoordination:
-    """The regulariser and/or filter of one run, behind three loop hooks and two reports.
+class SpectralCoordination(TrainingHook):
+    """The regulariser and/or filter of one run, as a training hook with two reports.
 
     ``loss_term(model)``: the regulariser (a tensor to add to the loss) or None.
     ``before_optimizer_step(model)``: after backward() (and after ``scaler.unscale_``),
     before clipping and ``optimizer.step()``: records scores, rebuilds on schedule, filters.
     ``on_selection()``: force a rebuild (a GGM selection is also detected automatically).
-    ``metrics()``: the latest step's ``spectral_reg`` and ``spectral_removed_energy``.
+    ``metrics()`` (also ``step_info()``): the latest step's ``spectral_reg`` and
+    ``spectral_removed_energy``.
     ``summary()``: settings, graph sizes, per-step histories and time spent in the hooks.
     """
+
+    name = "spectral"
 
     def __init__(self, graph: ParameterGraph, *, mu: float = 0.0, response: str | None = None,
                  beta: float = 1.0, method: str = "auto", order: int = 30,
@@ -208,6 +164,21 @@ class SpectralCoordination:
         if sig != self._signature:
             self.on_selection()
 
+    def step_info(self) -> dict[str, Any]:
+        return {k: v for k, v in self.metrics().items() if math.isfinite(v)}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Step count and per-step histories (the graph is rebuilt from the model)."""
+        return {"steps": self.steps, "reg_history": list(self.reg_history),
+                "removed_history": list(self.removed_history),
+                "hook_seconds": list(self.hook_seconds)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+        self.reg_history = list(state["reg_history"])
+        self.removed_history = list(state["removed_history"])
+        self.hook_seconds = list(state["hook_seconds"])
+
     # -- reports -------------------------------------------------------------------------
     def metrics(self) -> dict[str, float]:
         """Latest step: regulariser value and removed gradient energy ‖G − G̃‖²/‖G‖² (NaN if off)."""
@@ -235,31 +206,26 @@ def _node_kind(graph_kind: str) -> str:
     return "rows" if graph_kind == "rows" else "auto"
 
 
-def build_spectral_coordination(args: argparse.Namespace, model: nn.Module,
+def build_spectral_coordination(config: SpectralConfig, model: nn.Module,
                                 method_name: str | None = None) -> SpectralCoordination | None:
-    """The coordination the ``--spectral-*`` options ask for on ``model`` (None if off).
+    """The coordination ``config`` asks for on ``model`` (None if it is off).
 
     Call it once the method has built its model (before DDP wrapping, before training: the
     k-NN graph and the regulariser's reference Θ⁰ are taken from the current values).
     ``method_name`` only labels errors; the nodes follow from the model (see the module doc).
     """
-    mu = float(getattr(args, "spectral_reg", 0.0) or 0.0)
-    response = getattr(args, "spectral_filter", None)
-    if mu < 0:
-        raise ValueError(f"--spectral-reg must be >= 0, got {mu}")
-    if mu == 0 and response is None:
+    if not isinstance(config, SpectralConfig):
+        raise TypeError(f"config must be a SpectralConfig, got {type(config).__name__}")
+    if not config.enabled:
         return None
-    kind = getattr(args, "spectral_graph", "knn")
-    if kind not in GRAPH_CHOICES:
-        raise ValueError(f"--spectral-graph must be one of {GRAPH_CHOICES}, got {kind!r}")
-    edges = "signals" if kind == "scores" else "knn"
+    edges = "signals" if config.graph == "scores" else "knn"
     try:
-        graph = build_parameter_graph(model, nodes=_node_kind(kind), edges=edges,
-                                      k=int(getattr(args, "spectral_k", 10)))
+        graph = build_parameter_graph(model, nodes=_node_kind(config.graph), edges=edges,
+                                      k=config.k)
     except ValueError as exc:
-        raise ValueError(f"--spectral-graph {kind} with --method {method_name}: {exc}") from None
+        raise ValueError(f"--spectral-graph {config.graph} with --method {method_name}: "
+                         f"{exc}") from None
     return SpectralCoordination(
-        graph, mu=mu, response=response, beta=float(getattr(args, "spectral_mix", 1.0)),
-        method=getattr(args, "spectral_method", "auto"), order=int(getattr(args, "spectral_order", 30)),
-        graph_kind=kind, window=int(getattr(args, "spectral_window", 20)),
-        rebuild_every=int(getattr(args, "spectral_rebuild_every", 0)))
+        graph, mu=config.reg, response=config.filter, beta=config.mix, method=config.method,
+        order=config.order, graph_kind=config.graph, window=config.window,
+        rebuild_every=config.rebuild_every)

@@ -24,8 +24,9 @@ Order of operations (what to call when):
 - DDP: call it after ``backward()``: DDP has all-reduced (averaged) the gradients by then, so
   every rank filters identical gradients with an identical (deterministically built) graph
   and takes the identical step. Build the graph from the unwrapped module (``ddp.module``).
-- ``transformers.Trainer``: :class:`SpectralFilterCallback` runs in ``on_pre_optimizer_step``
-  (transformers ≥ 4.45; after the Trainer's clipping, before ``optimizer.step()``).
+- ``transformers.Trainer``: wrap it in :class:`~graphopt.peft.spectral_coordination.
+  SpectralCoordination` and pass that hook to :class:`~graphopt.peft.hooks.GraphoptCallback`
+  (runs in ``on_pre_optimizer_step``: after the Trainer's clipping, before ``optimizer.step()``).
 """
 
 from __future__ import annotations
@@ -39,12 +40,11 @@ from torch import nn
 
 from ..responses import Response, as_response
 from ..spectral import SpectralFilter
-from ._lazy import lazy_attributes
+from .config import FILTER_METHODS
 from .param_graph import ParameterGraph
 
-__all__ = ["SpectralGradientFilter", "SpectralFilterCallback", "FILTER_METHODS"]
+__all__ = ["SpectralGradientFilter", "FILTER_METHODS"]
 
-FILTER_METHODS = ("auto", "exact", "chebyshev", "solve")
 
 
 def _check_beta(beta: Any) -> float:
@@ -202,43 +202,3 @@ class SpectralGradientFilter:
         return (f"SpectralGradientFilter(response={self.response}, beta={self.beta}, "
                 f"method={self.method!r}, blocks={self.graph.block_sizes()}, "
                 f"block_methods={self.block_methods})")
-
-
-def _make_callback_class() -> type:
-    from transformers import TrainerCallback
-
-    class SpectralFilterCallback(TrainerCallback):
-        """Apply a :class:`SpectralGradientFilter` in ``on_pre_optimizer_step``.
-
-        The Trainer calls this hook after gradient clipping and right before
-        ``optimizer.step()``; under DDP the gradients are already all-reduced. The latest
-        removed-energy ratio is added to the Trainer's training logs (and ``log_history``) as
-        ``spectral_removed_energy``.
-        """
-
-        def __init__(self, spectral_filter: SpectralGradientFilter) -> None:
-            if not isinstance(spectral_filter, SpectralGradientFilter):
-                raise TypeError("spectral_filter must be a SpectralGradientFilter, "
-                                f"got {type(spectral_filter).__name__}")
-            self.filter = spectral_filter
-
-        def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-            self.filter(kwargs.get("model"))
-            return control
-
-        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
-                   **kwargs: Any) -> Any:
-            # Trainer.log appends its record to log_history before calling on_log, so the
-            # value goes into that record too (training records only: they carry "loss").
-            if logs is not None and "loss" in logs and self.filter.removed:
-                value = self.filter.last_removed()
-                logs["spectral_removed_energy"] = value
-                if state.log_history and "loss" in state.log_history[-1]:
-                    state.log_history[-1]["spectral_removed_energy"] = value
-            return control
-
-    return SpectralFilterCallback
-
-
-# transformers is optional and slow to import: the callback class is made on first use.
-__getattr__ = lazy_attributes(__name__, {"SpectralFilterCallback": _make_callback_class})

@@ -7,12 +7,13 @@ For every block b of a :class:`~graphopt.peft.param_graph.ParameterGraph` (rows 
 
 For a combinatorial Laplacian this is (μ/2) Σ_ij W_ij ‖Δ_i − Δ_j‖² with Δ = Θ − Θ⁰: it charges
 neighbouring nodes for moving differently, i.e. the high graph-frequency content of the update.
-ALGORITHMS.md writes R = 2 tr(ΔᵀLΔ); here μ multiplies tr(ΔᵀLΔ) directly (issue 5), so
-``SpectralRegularizer(mu)`` equals the spec's μ_spec R with μ = 2 μ_spec.
+μ multiplies tr(ΔᵀLΔ) itself, not the double sum Σ_ij W_ij ‖Δ_i − Δ_j‖² = 2 tr(ΔᵀLΔ)
+(docs/algorithms.md §4.4), so μ weighs the Dirichlet energy directly.
 
-Hooks: a plain loop adds ``loss = loss + reg()``; ``transformers.Trainer`` users use
-:class:`SpectralTrainer` (adds the term in ``compute_loss``); the CLI goes through
-:mod:`graphopt.peft.spectral_coordination`.
+Hooks: a plain loop adds ``loss = loss + reg()``; any loop that drives
+:class:`~graphopt.peft.hooks.TrainingHook` s (``train_model``, ``transformers.Trainer`` through
+:class:`~graphopt.peft.hooks.GraphoptCallback`) takes it inside
+:class:`~graphopt.peft.spectral_coordination.SpectralCoordination`.
 """
 
 from __future__ import annotations
@@ -24,10 +25,9 @@ from torch import nn
 
 from .._tensor import check_nonneg_number
 from ..energy import dirichlet_energy
-from ._lazy import lazy_attributes
 from .param_graph import ParameterGraph, _stack
 
-__all__ = ["SpectralRegularizer", "SpectralTrainer"]
+__all__ = ["SpectralRegularizer"]
 
 
 class SpectralRegularizer:
@@ -91,52 +91,3 @@ class SpectralRegularizer:
             Ld = L.to_dense() if L.layout != torch.strided else L
             out[block.name] = self.mu * ((Ld + Ld.T) @ delta)
         return out
-
-
-def _make_trainer_class() -> type:
-    from transformers import Trainer
-
-    class SpectralTrainer(Trainer):
-        """``transformers.Trainer`` that adds ``R_μ`` to the task loss in ``compute_loss``.
-
-        ``SpectralTrainer(..., spectral_regularizer=reg, spectral_filter=filt)``: either may be
-        None. The filter is attached as a :class:`~graphopt.peft.spectral_filter.
-        SpectralFilterCallback` (runs in ``on_pre_optimizer_step``, after the Trainer's
-        gradient clipping). The regulariser is added to every micro-batch loss, which the
-        Trainer then scales like the task loss (by 1/accumulation steps unless the model
-        normalises by ``num_items_in_batch``), so for a mean-reduced task loss its relative
-        weight does not depend on gradient accumulation.
-        """
-
-        def __init__(self, *args: Any, spectral_regularizer: SpectralRegularizer | None = None,
-                     spectral_filter: Any = None, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.spectral_regularizer = spectral_regularizer
-            if spectral_filter is not None:
-                from .spectral_filter import SpectralFilterCallback
-
-                self.add_callback(SpectralFilterCallback(spectral_filter))
-
-        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
-            """Add the latest regulariser value to training logs as ``spectral_reg``."""
-            reg = self.spectral_regularizer
-            if "loss" in logs and reg is not None and reg.last_value is not None:
-                logs = {**logs, "spectral_reg": float(reg.last_value)}
-            super().log(logs, *args, **kwargs)
-
-        def compute_loss(self, model: nn.Module, inputs: Any, return_outputs: bool = False,
-                         num_items_in_batch: Any = None) -> Any:
-            out = super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                       num_items_in_batch=num_items_in_batch)
-            if self.spectral_regularizer is None or not model.training:
-                return out
-            if return_outputs:
-                loss, outputs = out
-                return loss + self.spectral_regularizer(), outputs
-            return out + self.spectral_regularizer()
-
-    return SpectralTrainer
-
-
-# transformers is optional and slow to import: the Trainer subclass is made on first use.
-__getattr__ = lazy_attributes(__name__, {"SpectralTrainer": _make_trainer_class})

@@ -1,10 +1,12 @@
 """The training / evaluation loop of ``graphopt finetune``: tokenise, batch, train, evaluate.
 
 A plain PyTorch loop (AdamW, constant learning rate) so that every method runs through the
-same code: the optimiser is built once over every parameter that trains at the start; the
-GGM allocator (when there is one) is stepped after every optimiser step and freezes nodes
-itself. Every step is timed, and the time spent inside the allocator (scoring, covariance,
-GGM solve, selection) is recorded separately so its share of the fine-tune can be reported.
+same code: the optimiser is built once over every parameter that trains at the start, and
+every feature that acts during training is a :class:`~graphopt.peft.hooks.TrainingHook`
+(the GGM allocator freezes nodes itself after its selection step; spectral coordination
+adds a loss term and filters gradients). Every step is timed, and the time spent inside each
+hook (for the allocator: scoring, covariance, GGM solve, selection) is recorded separately so
+its share of the fine-tune can be reported.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel and
 each process trains on its slice of every global batch; evaluation runs on every process.
@@ -16,7 +18,7 @@ import math
 import resource
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from graphopt.peft.data import TextDataset
+from graphopt.peft.hooks import HookRunner, TrainingHook
 
 __all__ = ["EncodedDataset", "encode", "batches", "evaluate", "classification_metrics",
            "peak_memory", "TrainResult", "train_model"]
@@ -131,9 +134,10 @@ class TrainResult:
     epochs: list[dict[str, Any]] = field(default_factory=list)
     step_times: list[float] = field(default_factory=list)      # seconds per optimiser step
     step_cpu_times: list[float] = field(default_factory=list)  # process CPU seconds per step
-    step_phases: list[str] = field(default_factory=list)       # allocator phase at that step
-    allocator_times: list[float] = field(default_factory=list)  # seconds inside allocator.step
-    selection_step: int | None = None                          # step after which nodes froze
+    step_phases: list[str] = field(default_factory=list)       # "phase" hooks reported
+    step_losses: list[float] = field(default_factory=list)     # task loss per step
+    hook_seconds: dict[str, list[float]] = field(default_factory=dict)  # per hook, per step
+    selection_step: int | None = None   # step after which a hook first reported "trained"
     train_s: float = 0.0
     eval_s: float = 0.0
     trainable_after_selection: int | None = None
@@ -146,22 +150,25 @@ def _sync(device: torch.device) -> None:
 
 def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedDataset, *,
                 num_labels: int, epochs: int, steps_per_epoch: int, batch_size: int, lr: float,
-                pad_id: int, device: torch.device, allocator: Any | None = None,
+                pad_id: int, device: torch.device, hooks: Sequence[TrainingHook] = (),
                 max_steps: int | None = None, seed: int = 0, weight_decay: float = 0.0,
                 rank: int = 0, world_size: int = 1, progress: bool = True,
-                count_trainable: Any = None, eval_model: nn.Module | None = None,
-                spectral: Any | None = None) -> TrainResult:
+                count_trainable: Callable[[], int] | None = None,
+                eval_model: nn.Module | None = None) -> TrainResult:
     """Train for ``epochs`` × ``steps_per_epoch`` steps (or ``max_steps``), evaluating each epoch.
 
     Each epoch draws a fresh seeded permutation of the training set and takes its first
     ``steps_per_epoch`` batches of ``batch_size`` (the global batch: with ``world_size``
     processes, process ``rank`` computes rows ``rank::world_size`` of it). ``eval_model`` is
-    the module evaluated each epoch (the unwrapped model under DDP; default ``model``).
+    the module evaluated each epoch and handed to the hooks (the unwrapped model under DDP;
+    default ``model``).
 
-    ``spectral`` (a :class:`graphopt.peft.spectral_coordination.SpectralCoordination`) adds
-    its Dirichlet regulariser to the loss, L = L_task + μ Σ_b tr(ΔΘ_bᵀ L_b ΔΘ_b), and filters
-    the gradients after ``backward()`` (under DDP: after the all-reduce) and before
-    ``optimizer.step()``. Reported losses are the task loss.
+    Every step runs the hooks' moments (:mod:`graphopt.peft.hooks`): the loss is
+    L_task + Σ_h loss_term_h, ``before_optimizer_step`` runs after ``backward()`` (under DDP:
+    after the all-reduce), ``after_optimizer_step`` after ``optimizer.step()`` and before the
+    gradients are cleared. Reported losses are the task loss. A hook's ``step_info()``
+    ``"phase"`` labels the step (default ``"train"``); the first step after which it reads
+    ``"trained"`` is the selection step.
     """
     from tqdm.auto import tqdm
 
@@ -174,8 +181,10 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
     total = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
     step = 0
     show = progress and rank == 0
-    # The spectral hooks act on the parameters themselves, so they get the unwrapped module.
+    # The hooks act on the parameters themselves, so they get the unwrapped module.
     hook_model = eval_model if eval_model is not None else model
+    runner = HookRunner(hooks, hook_model, sync=lambda: _sync(device))
+    runner.on_train_begin(steps_per_epoch)
     model.train()
     for epoch in range(epochs):
         if step >= total:
@@ -189,63 +198,58 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
             _sync(device)
             t0 = time.perf_counter()
             c0 = time.process_time()
+            phase = runner.step_info().get("phase", "train")
             local = idx[rank::world_size] if world_size > 1 else idx
             out = model(**_collate(train, local, pad_id, device))
             objective = out.loss
-            if spectral is not None:
-                reg = spectral.loss_term(hook_model)
-                if reg is not None:
-                    objective = objective + reg
+            term = runner.loss_term()
+            if term is not None:
+                objective = objective + term
             objective.backward()
-            if spectral is not None:
-                spectral.before_optimizer_step(hook_model)
+            runner.before_optimizer_step()
             optimizer.step()
-            phase = getattr(allocator, "phase", "train") if allocator is not None else "train"
+            runner.after_optimizer_step()
+            runner.end_step()
             _sync(device)
-            t1 = time.perf_counter()
-            if allocator is not None:
-                # The scores read p.grad: step the allocator before the gradients are cleared.
-                allocator.step()
-                _sync(device)
-                if result.selection_step is None and getattr(allocator, "allocation", None) is not None:
-                    result.selection_step = step + 1
-                    if count_trainable is not None:
-                        result.trainable_after_selection = count_trainable()
-            t2 = time.perf_counter()
+            info = runner.step_info()
+            if result.selection_step is None and info.get("phase") == "trained":
+                result.selection_step = step + 1
+                if count_trainable is not None:
+                    result.trainable_after_selection = count_trainable()
             optimizer.zero_grad(set_to_none=True)
-            result.step_times.append(t2 - t0)
+            result.step_times.append(time.perf_counter() - t0)
             # CPU seconds of this process (all threads): robust to other processes' load.
             result.step_cpu_times.append(time.process_time() - c0)
-            result.allocator_times.append(t2 - t1)
             result.step_phases.append(phase)
             loss = float(out.loss.detach())
             if not math.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss} at step {step + 1}; "
                                          f"lower --lr")
             losses.append(loss)
+            result.step_losses.append(loss)
             step += 1
             postfix = {"loss": f"{loss:.3f}", "phase": phase}
-            if spectral is not None:
-                postfix.update({k.removeprefix("spectral_"): f"{v:.3g}"
-                                for k, v in spectral.metrics().items() if math.isfinite(v)})
+            postfix.update({k.removeprefix("spectral_"): f"{v:.3g}" for k, v in info.items()
+                            if isinstance(v, float)})
             bar.set_postfix(postfix)
         bar.close()
         train_time = time.perf_counter() - t_epoch
         t_eval = time.perf_counter()
-        val = evaluate(eval_model if eval_model is not None else model, validation,
-                       batch_size=2 * batch_size, pad_id=pad_id, device=device,
-                       num_labels=num_labels, desc="validation", progress=show)
+        val = evaluate(hook_model, validation, batch_size=2 * batch_size, pad_id=pad_id,
+                       device=device, num_labels=num_labels, desc="validation", progress=show)
         eval_time = time.perf_counter() - t_eval
         result.train_s += train_time
         result.eval_s += eval_time
         record = {"epoch": epoch + 1, "steps": len(losses), "global_step": step,
                   "train_loss": float(np.mean(losses)) if losses else None,
                   "validation": val, "train_s": train_time, "eval_s": eval_time}
-        if allocator is not None:
-            record["phase_at_end"] = getattr(allocator, "phase", None)
+        if "phase" in runner.step_info():
+            record["phase_at_end"] = runner.step_info()["phase"]
         result.epochs.append(record)
         if show:
             print(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}  "
                   f"validation accuracy {val['accuracy']:.4f}  macro-F1 {val['macro_f1']:.4f}",
                   file=sys.stderr)
+    runner.on_train_end()
+    result.hook_seconds = runner.seconds
     return result
