@@ -1,7 +1,8 @@
 """Parameter-efficient fine-tuning with principal-component nodes and GGM allocation.
 
 The verbs mirror Hugging Face peft: :func:`get_graphopt_model`, ``print_trainable_parameters``,
-``save_adapter`` / :func:`load_adapter`, ``merge_and_unload``. Allocation runs from a plain
+``save_adapter`` / :func:`load_adapter`, ``merge_and_unload``; :func:`export_lora` writes
+a trained model as a standard Hugging Face peft LoRA adapter. Allocation runs from a plain
 loop (:class:`GGMAllocator`), from ``transformers.Trainer`` (:class:`GGMAllocationCallback`)
 or from the CLI (``graphopt finetune``). Spectral coordination (Dirichlet regulariser and
 gradient filter) lives in :class:`SpectralRegularizer` and :class:`SpectralGradientFilter`.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from .allocation import Allocation, allocate
 from .callbacks import GGMAllocationCallback, GGMAllocator
 from .config import SELECTION_POLICIES, GGMConfig
+from .export import LoRAExport, export_lora
 from .layers import PCLayer
 from .model import GraphoptModel, Node, get_graphopt_model, load_adapter
 from .param_graph import ParameterGraph, build_parameter_graph
@@ -27,6 +29,8 @@ __all__ = [
     "GraphoptModel",
     "get_graphopt_model",
     "load_adapter",
+    "export_lora",
+    "LoRAExport",
     "NodeScorer",
     "Allocation",
     "allocate",
