@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -304,6 +305,12 @@ def test_cli_bad_input_exits_2_with_the_file_named(tiny, run_dir, tmp_path, caps
     (lora_run / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
     code, err = _run_cli(capsys, lora_run.parent, tmp_path / "o4")
     assert code == 2 and "already a peft LORA adapter" in err
+    # a damaged weights file
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run_dir / "adapter", damaged)
+    (damaged / "adapter_model.safetensors").write_bytes(b"not a safetensors file")
+    code, err = _run_cli(capsys, damaged, tmp_path / "o4", "--base-model", tiny / "model")
+    assert code == 2 and str(damaged / "adapter_model.safetensors") in err
     # a non-empty OUT_DIR is left alone unless --overwrite
     busy = tmp_path / "busy"
     busy.mkdir()

@@ -348,12 +348,18 @@ def export_run(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                          f"(no fingerprint.architecture): {exc}") from exc
     if not (adapter_dir / WEIGHTS_FILE).is_file():
         raise FileNotFoundError(f"adapter file {adapter_dir / WEIGHTS_FILE} is missing")
+    from safetensors import SafetensorError
+
     base_path = _base_model_path(run_dir, adapter_dir, base_model)
-    base = _load_base(base_path, architecture, _num_labels(run_dir, adapter_dir))
     try:
+        base = _load_base(base_path, architecture, _num_labels(run_dir, adapter_dir))
         model = load_adapter(base, adapter_dir)
+    except SafetensorError as exc:
+        raise ValueError(f"{adapter_dir / WEIGHTS_FILE} is not a readable safetensors file: "
+                         f"{exc}") from exc
     except ValueError as exc:
-        raise ValueError(f"{config_file} does not fit the base model {base_path}: {exc}") from exc
+        raise ValueError(f"{config_file} cannot be applied to the base model {base_path}: "
+                         f"{exc}") from exc
     return export_lora(model, out_dir, base_model_name_or_path=str(base_path),
                        overwrite=overwrite)
 
