@@ -74,7 +74,7 @@ def _moved(layer: PCLayer) -> list[int]:
 
 @torch.no_grad()
 def lora_factors(layer: PCLayer) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(lora_A (2k × d_in), lora_B (d_out × 2k)) with lora_B lora_A = Σ_{i∈M} a_i b_iᵀ − a⁰_i b⁰_iᵀ.
+    """(lora_A (2k × d_in), lora_B (d_out × 2k)): lora_B lora_A = Σ_{i∈M} a_i b_iᵀ − a⁰_i b⁰_iᵀ.
 
     M are the k nodes that moved; ``None`` when none did (ΔW = 0). Same dtype and device as
     the layer's factors; Linear orientation for Conv1D layers too (peft's ``fan_in_fan_out``
