@@ -1,6 +1,7 @@
 """The ``graphopt`` command line: one entry point, one subcommand per job.
 
     graphopt finetune [options]        fine-tune a transformers model (default: MiniLM on BBC News)
+    graphopt export-lora RUN_DIR OUT_DIR  write a run's adapter as a peft LoRA adapter
     graphopt bench NAME [options]      run a benchmark: solvers, l2g, spectral, peft, spectral-training, study
     graphopt demo [options]            solve a sparse GGM and verify it against cvxpy
 """
@@ -19,6 +20,8 @@ __all__ = ["main", "SUBCOMMANDS", "BENCHMARKS"]
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("fine-tune a transformers model with GGM allocation or a baseline",
                  "graphopt.peft.finetune:main"),
+    "export-lora": ("write a run's adapter as a Hugging Face peft LoRA adapter (vLLM, TGI)",
+                    "graphopt.peft.export:main"),
     "bench": ("run a benchmark (graphopt bench --help lists them)", "graphopt.cli:_bench"),
     "demo": ("solve a sparse GGM and verify it against cvxpy", "graphopt.demo:main"),
 }

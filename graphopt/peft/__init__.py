@@ -1,7 +1,8 @@
 """Parameter-efficient fine-tuning with principal-component nodes and GGM allocation.
 
 The verbs mirror Hugging Face peft: :func:`get_graphopt_model`, ``print_trainable_parameters``,
-``save_adapter`` / :func:`load_adapter`, ``merge_and_unload``. Everything that acts during
+``save_adapter`` / :func:`load_adapter`, ``merge_and_unload``; :func:`export_lora` writes
+a trained model as a standard Hugging Face peft LoRA adapter. Everything that acts during
 training is a :class:`TrainingHook`: the GGM allocation (:class:`GGMAllocator`) and the
 spectral coordination (:class:`SpectralCoordination`: Dirichlet regulariser and gradient
 filter). Hooks run in :func:`~graphopt.peft.train.train_model`, in a plain loop through
@@ -16,6 +17,7 @@ from .allocation import Allocation, allocate
 from .allocator import GGMAllocator
 from .config import SELECTION_POLICIES, GGMConfig, SpectralConfig, TrainConfig
 from .hooks import GraphoptCallback, TrainingHook, attach_to_optimizer, extra_loss
+from .export import LoRAExport, export_lora
 from .layers import PCLayer
 from .model import GraphoptModel, Node, get_graphopt_model, load_adapter
 from .param_graph import ParameterGraph, build_parameter_graph
@@ -34,6 +36,8 @@ __all__ = [
     "GraphoptModel",
     "get_graphopt_model",
     "load_adapter",
+    "export_lora",
+    "LoRAExport",
     "NodeScorer",
     "Allocation",
     "allocate",

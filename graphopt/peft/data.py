@@ -17,6 +17,7 @@ Splits are stratified and seeded: within each class the examples are permuted wi
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -55,6 +56,10 @@ _TEXT_CANDIDATES: tuple[str, ...] = (
     "text", "sentence", "content", "document", "review", "content_text", "body", "question",
 )
 _LABEL_CANDIDATES: tuple[str, ...] = ("label", "labels", "target", "class", "category", "y")
+
+#: Longest CSV/TSV field read, in characters (csv's own limit, 131,072, is shorter than a
+#: long article; a field past this one is an error naming the line).
+MAX_FIELD_CHARS = 1 << 24
 
 _TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 _SPLIT_ALIASES = {
@@ -166,8 +171,114 @@ def load_bbc_news() -> tuple[TextDataset, list[str]]:
 
 # --------------------------------------------------------------------------- local tables
 
-def read_table(path: str | os.PathLike[str]) -> list[dict[str, object]]:
-    """Rows of a CSV / TSV / JSONL (or JSON list) file as dicts."""
+def _decode(p: Path) -> str:
+    """The text of a data file, or a ValueError naming the file and the line of a bad byte."""
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ValueError(f"data file {str(p)!r} cannot be read: {exc.strerror or exc}") from exc
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ValueError(f"data file {str(p)!r} is UTF-16 text; save it as UTF-8")
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        raise ValueError(f"data file {str(p)!r} line {line}: a NUL "
+                         "byte — this looks like a binary file, not UTF-8 text")
+    try:
+        return raw.decode("utf-8-sig")  # a leading byte-order mark is not part of the header
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ValueError(f"data file {str(p)!r} line {line}, byte {column}: not UTF-8 text "
+                         f"(byte 0x{raw[exc.start]:02x}: {exc.reason}); save the file as "
+                         "UTF-8") from exc
+
+
+def _read_delimited(p: Path, text: str, delimiter: str) -> tuple[list[dict[str, object]], list[str]]:
+    """Rows of a CSV (``delimiter=","``) or TSV file and the line each row starts on."""
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    # GLUE TSVs contain unbalanced quotes inside sentences: read them without quoting. CSV is
+    # read strictly so that a quote left open fails here instead of swallowing the file.
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting,
+                        strict=True)
+    header: list[str] | None = None
+    rows: list[dict[str, object]] = []
+    where: list[str] = []
+    previous_limit = csv.field_size_limit(MAX_FIELD_CHARS)
+    try:
+        while True:
+            start = reader.line_num + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                msg = str(exc)
+                if "field larger than field limit" in msg:
+                    raise ValueError(f"data file {str(p)!r} line {start}: a field longer than "
+                                     f"{MAX_FIELD_CHARS:,} characters") from exc
+                if "unexpected end of data" in msg:
+                    raise ValueError(f"data file {str(p)!r} line {start}: a quoted field opened "
+                                     "here is never closed (the file ends inside quotes)") from exc
+                raise ValueError(f"data file {str(p)!r} line {reader.line_num}: malformed {kind} "
+                                 f"({msg})") from exc
+            if not fields:  # a blank line
+                continue
+            if header is None:
+                header = [h.strip() for h in fields]
+                dups = sorted({h for h in header if header.count(h) > 1})
+                if dups:
+                    raise ValueError(f"data file {str(p)!r} line {start}: duplicate column "
+                                     f"names {dups} in the header")
+                continue
+            if len(fields) != len(header):
+                hint = ("a text holding a comma must be quoted" if kind == "CSV"
+                        else "a text holding a tab?")
+                raise ValueError(f"data file {str(p)!r} line {start}: {len(fields)} fields, the "
+                                 f"header has {len(header)} ({', '.join(header)}); {hint}")
+            rows.append(dict(zip(header, fields)))
+            where.append(f"line {start}")
+    finally:
+        csv.field_size_limit(previous_limit)
+    if header is None:
+        raise ValueError(f"data file {str(p)!r} is empty (no header, no rows)")
+    return rows, where
+
+
+def _read_json(p: Path, text: str, suffix: str) -> tuple[list[dict[str, object]], list[str]]:
+    """Records of a JSON Lines file (or a ``.json`` list) and where each one is."""
+    if suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"data file {str(p)!r} line {exc.lineno}, column {exc.colno}: "
+                             f"invalid JSON ({exc.msg})") from exc
+        where = [f"record {i}" for i in range(1, len(records) + 1)]
+    else:
+        records, where = [], []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"data file {str(p)!r} line {lineno}: invalid JSON "
+                                     f"({exc.msg}, column {exc.colno})") from exc
+                except RecursionError as exc:
+                    raise ValueError(f"data file {str(p)!r} line {lineno}: JSON nested too "
+                                     "deeply") from exc
+                where.append(f"line {lineno}")
+    for record, at in zip(records, where):
+        if not isinstance(record, dict):
+            raise ValueError(f"data file {str(p)!r} {at}: every JSON record must be an object "
+                             f"({{\"text\": ..., \"label\": ...}}), got {type(record).__name__}")
+    if not text.strip():
+        raise ValueError(f"data file {str(p)!r} is empty (no rows)")
+    return records, where
+
+
+def _read_rows(path: str | os.PathLike[str]) -> tuple[list[dict[str, object]], list[str]]:
+    """(rows, where): the rows of a table and, per row, "line N" (or "record N") in the file."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"data file {str(p)!r} does not exist")
@@ -175,32 +286,23 @@ def read_table(path: str | os.PathLike[str]) -> list[dict[str, object]]:
     if suffix not in _TABLE_SUFFIXES:
         raise ValueError(f"data file {str(p)!r}: unsupported format {suffix!r}; "
                          f"use one of {', '.join(_TABLE_SUFFIXES)}")
+    text = _decode(p)
     if suffix in (".csv", ".tsv"):
-        with p.open(newline="", encoding="utf-8") as fh:
-            # GLUE TSVs contain unbalanced quotes inside sentences: read them without quoting.
-            quoting = csv.QUOTE_NONE if suffix == ".tsv" else csv.QUOTE_MINIMAL
-            reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",",
-                                    quoting=quoting)
-            rows: list[dict[str, object]] = [dict(r) for r in reader]
+        rows, where = _read_delimited(p, text, "\t" if suffix == ".tsv" else ",")
     else:
-        text = p.read_text(encoding="utf-8")
-        stripped = text.lstrip()
-        if suffix == ".json" and stripped.startswith("["):
-            rows = json.loads(text)
-        else:
-            rows = []
-            for lineno, line in enumerate(text.splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"data file {str(p)!r} line {lineno}: invalid JSON "
-                                         f"({exc.msg})") from exc
-        if not all(isinstance(r, dict) for r in rows):
-            raise ValueError(f"data file {str(p)!r}: every JSON record must be an object")
+        rows, where = _read_json(p, text, suffix)
     if not rows:
-        raise ValueError(f"data file {str(p)!r} holds no rows")
-    return rows
+        raise ValueError(f"data file {str(p)!r} has a header but no rows")
+    return rows, where
+
+
+def read_table(path: str | os.PathLike[str]) -> list[dict[str, object]]:
+    """Rows of a CSV / TSV / JSONL (or JSON list) file as dicts.
+
+    UTF-8 only (a leading byte-order mark is dropped). Every error is a ValueError (a
+    FileNotFoundError for a missing file) naming the file and, where there is one, the line.
+    """
+    return _read_rows(path)[0]
 
 
 def detect_columns(columns: Sequence[str], *, text_column: str | None = None,
@@ -250,12 +352,14 @@ def _label_key(value: object) -> tuple[int, float, str]:
 
 
 def _rows_to_columns(rows: list[dict[str, object]], text: str, pair: str | None, label: str,
-                     source: str) -> tuple[list[str], list[str] | None, list[str]]:
+                     source: str, where: Sequence[str] | None = None
+                     ) -> tuple[list[str], list[str] | None, list[str]]:
     texts, pairs, labels = [], [] if pair else None, []
     for i, row in enumerate(rows):
         missing = [c for c in (text, pair, label) if c and row.get(c) in (None, "")]
         if missing:
-            raise ValueError(f"{source}: row {i + 1} has no value in column(s) {missing}")
+            at = f" {where[i]}" if where is not None else ""
+            raise ValueError(f"{source}{at}: row {i + 1} has no value in column(s) {missing}")
         texts.append(str(row[text]))
         if pairs is not None:
             pairs.append(str(row[pair]))
@@ -351,20 +455,20 @@ def load_splits(data: str | os.PathLike[str] | None = None, *, seed: int = 0,
         path = Path(data)
         if not path.exists():
             raise FileNotFoundError(f"--data {str(path)!r} does not exist")
-        if path.is_dir():
-            files = _split_files(path)
-            tables = {s: read_table(f) for s, f in files.items()}
-        else:
-            tables = {"all": read_table(path)}
-        first = next(iter(tables.values()))
+        # Every table is read (and checked) before anything else happens: a bad file fails
+        # fast, with its name, before a model is loaded.
+        files = _split_files(path) if path.is_dir() else {"all": path}
+        tables = {s: _read_rows(f) for s, f in files.items()}
+        first_split, (first, _) = next(iter(tables.items()))
         cols = detect_columns(list(first[0].keys()), text_column=text_column,
                               text_pair_column=text_pair_column, label_column=label_column,
-                              source=str(path))
+                              source=f"data file {str(files[first_split])!r}")
         raw = {}
-        for split, rows in tables.items():
+        for split, (rows, where) in tables.items():
+            source = f"data file {str(files[split])!r}"
             detect_columns(list(rows[0].keys()), text_column=cols[0], text_pair_column=cols[1],
-                           label_column=cols[2], source=f"{path} ({split})")
-            raw[split] = _rows_to_columns(rows, *cols, source=f"{path} ({split})")
+                           label_column=cols[2], source=source)
+            raw[split] = _rows_to_columns(rows, *cols, source=source, where=where)
         names = sorted({lab for _, _, labs in raw.values() for lab in labs}, key=_label_key)
         index = {n: i for i, n in enumerate(names)}
 
@@ -390,7 +494,8 @@ def load_splits(data: str | os.PathLike[str] | None = None, *, seed: int = 0,
         source = str(path)
         info["columns"] = {"text": cols[0], "text_pair": cols[1], "label": cols[2]}
     if len(names) < 2:
-        raise ValueError(f"{source}: need at least 2 classes, found {names}")
+        column = f" in label column {info['columns']['label']!r}" if "columns" in info else ""
+        raise ValueError(f"{source}: need at least 2 classes{column}, found {names}")
     train, validation, test = splits
     if few_shot is not None:
         train = train.subset(few_shot_indices(train.labels, few_shot, seed))
