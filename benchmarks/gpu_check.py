@@ -725,7 +725,7 @@ def _training_step_probe(ctx: Context) -> dict[str, Any]:
     does before the selection."""
     import transformers
 
-    from graphopt.peft.callbacks import GGMAllocator
+    from graphopt.peft.allocator import GGMAllocator
     from graphopt.peft.config import GGMConfig
     from graphopt.peft.model import get_graphopt_model
 

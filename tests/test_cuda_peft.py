@@ -22,7 +22,7 @@ pytest.importorskip("safetensors")
 
 from graphopt.exceptions import RegularizationWarning  # noqa: E402
 from graphopt.peft.allocation import allocate  # noqa: E402
-from graphopt.peft.callbacks import GGMAllocator  # noqa: E402
+from graphopt.peft.allocator import GGMAllocator  # noqa: E402
 from graphopt.peft.config import GGMConfig  # noqa: E402
 from graphopt.peft.model import get_graphopt_model, load_adapter  # noqa: E402
 
