@@ -284,3 +284,24 @@ def test_config_json_round_trip():
     assert cfg.phase_lengths(10) == (5, 10)
     with pytest.raises(ValueError, match="steps_per_epoch"):
         GGMConfig().phase_lengths(None)
+
+
+def test_failed_save_leaves_the_previous_adapter_intact(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    model = get_graphopt_model(build("bert"), GGMConfig(rank=2))
+    model.save_adapter(tmp_path)
+    hashes = {f: file_sha256(tmp_path / f) for f in (CONFIG_FILE, WEIGHTS_FILE)}
+    _train(model, steps=1)
+
+    def disk_full(state, filename, metadata=None):
+        with open(filename, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        model.save_adapter(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == [CONFIG_FILE, WEIGHTS_FILE]  # no temp left
+    assert {f: file_sha256(tmp_path / f) for f in hashes} == hashes
+    load_adapter(build("bert"), tmp_path)  # the old pair still loads

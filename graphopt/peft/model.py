@@ -25,8 +25,6 @@ import json
 import operator
 import os
 import re
-import shutil
-import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from graphopt._atomic import atomic_paths
 from graphopt.peft.config import QKV_SUFFIXES, GGMConfig
 from graphopt.peft.layers import PCLayer, is_linear_like, linear_weight
 
@@ -304,9 +303,9 @@ class GraphoptModel(nn.Module):
     def save_adapter(self, directory: str | os.PathLike[str]) -> None:
         """Write ``adapter_model.safetensors`` + ``adapter_config.json`` into ``directory``.
 
-        Atomic per file (written to a temp file in the same directory, then ``os.replace``);
-        both files carry the same ``save_id`` so ``load_adapter`` detects a torn pair.
-        Other files in ``directory`` (an allocation, metrics) are left alone.
+        Atomic per file (written to a temp file in the same directory, fsynced, then
+        ``os.replace``d); both files carry the same ``save_id`` so ``load_adapter`` detects a
+        torn pair. Other files in ``directory`` (an allocation, metrics) are left alone.
         """
         from safetensors.torch import save_file
 
@@ -322,16 +321,11 @@ class GraphoptModel(nn.Module):
             "frozen_nodes": [n.index for n in self.nodes if not n.trainable],
             "dtype": str(next(iter(state.values())).dtype) if state else None,
         }
-        tmp = Path(tempfile.mkdtemp(prefix=".adapter-tmp-", dir=directory))
-        try:
-            save_file(state, str(tmp / WEIGHTS_FILE), metadata={"save_id": save_id,
-                                                               "format": FORMAT})
-            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-            # Weights first, config last: the config names the save_id the weights must carry.
-            os.replace(tmp / WEIGHTS_FILE, directory / WEIGHTS_FILE)
-            os.replace(tmp / CONFIG_FILE, directory / CONFIG_FILE)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        # Weights replaced first, config last: the config names the save_id the weights
+        # must carry, so a crash between the two is caught by load_adapter as a torn pair.
+        with atomic_paths(directory / WEIGHTS_FILE, directory / CONFIG_FILE) as (w_tmp, c_tmp):
+            save_file(state, str(w_tmp), metadata={"save_id": save_id, "format": FORMAT})
+            c_tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
     def merge_and_unload(self) -> nn.Module:
         """Fold W = W_res + A B into each original Linear/Conv1D and return the plain model.
