@@ -346,7 +346,8 @@ def _set(mapping, key, value):
 
 MISMATCHES = {
     "factor a has a wrong shape": (
-        lambda d: _rewrite_weights(d, lambda s: _set(s, f"{_Q0}.a", s[f"{_Q0}.a"][:, :-1].contiguous())),
+        lambda d: _rewrite_weights(d, lambda s: _set(s, f"{_Q0}.a",
+                                                      s[f"{_Q0}.a"][:, :-1].contiguous())),
         WEIGHTS_FILE, rf"tensor {_Q0}\.a has shape \(2, 31\), this model needs \(2, 32\)"),
     "initial factor a0 of the last target has an extra row": (
         lambda d: _rewrite_weights(d, lambda s: _set(s, f"{_Q1}.a0",

@@ -13,7 +13,7 @@ from .allocation import Allocation, allocate
 from .callbacks import GGMAllocationCallback, GGMAllocator
 from .config import SELECTION_POLICIES, GGMConfig
 from .layers import PCLayer
-from .model import GraphoptModel, Node, get_graphopt_model, load_adapter
+from .model import AdapterNode, GraphoptModel, get_graphopt_model, load_adapter
 from .param_graph import ParameterGraph, build_parameter_graph
 from .scoring import NodeScorer
 from .spectral_filter import SpectralFilterCallback, SpectralGradientFilter
@@ -23,7 +23,7 @@ __all__ = [
     "GGMConfig",
     "SELECTION_POLICIES",
     "PCLayer",
-    "Node",
+    "AdapterNode",
     "GraphoptModel",
     "get_graphopt_model",
     "load_adapter",

@@ -38,7 +38,7 @@ from graphopt._atomic import atomic_paths
 from graphopt.peft.config import QKV_SUFFIXES, GGMConfig
 from graphopt.peft.layers import PCLayer, is_linear_like, linear_weight
 
-__all__ = ["Node", "GraphoptModel", "get_graphopt_model", "load_adapter",
+__all__ = ["AdapterNode", "GraphoptModel", "get_graphopt_model", "load_adapter",
            "find_target_modules", "find_head_modules", "CONFIG_FILE", "WEIGHTS_FILE",
            "HEAD_NAMES"]
 
@@ -54,8 +54,8 @@ _CHECKSUM_RTOL = 2e-3
 
 
 @dataclass(frozen=True, eq=False)
-class Node:
-    """One trainable unit: a principal component (a_i, b_i) or a bias vector."""
+class AdapterNode:
+    """One trainable node of the adapter: a principal component (a_i, b_i) or a bias vector."""
 
     index: int
     name: str           # "<module>:pc<i>" or "<module>:bias"
@@ -223,13 +223,13 @@ class GraphoptModel(nn.Module):
         self.nodes = self._collect_nodes()
         self._merged = False
 
-    def _collect_nodes(self) -> list[Node]:
-        nodes: list[Node] = []
+    def _collect_nodes(self) -> list[AdapterNode]:
+        nodes: list[AdapterNode] = []
         for n in self.target_names:
             layer = self.base_model.get_submodule(n)
             for i, (kind, params) in enumerate(layer.node_parameters()):
                 label = f"{n}:pc{i}" if kind == "pc" else f"{n}:bias"
-                nodes.append(Node(len(nodes), label, n, kind, params))
+                nodes.append(AdapterNode(len(nodes), label, n, kind, params))
         return nodes
 
     # -- nn.Module plumbing ---------------------------------------------------------------
