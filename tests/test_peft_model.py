@@ -116,7 +116,7 @@ def test_trainable_count_matches_formula(arch):
     assert model.head_names == heads
     names = model.node_names
     assert names[0].endswith(":pc0") and names[4].endswith(":bias")
-    model.freeze_nodes([0, 4])
+    model.train_only_nodes([0, 4])
     first = base.get_submodule(model.target_names[0])
     assert model.trainable_parameter_count()[0] == head_count + (first.d_out + first.d_in) + first.d_out
 
@@ -139,7 +139,7 @@ def test_frozen_nodes_do_not_change_during_training():
     opt = torch.optim.AdamW(params, lr=5e-2, weight_decay=0.3)
     _train_with(model, opt, 2)
     keep = [0, 5, 9]
-    model.freeze_nodes(keep)
+    model.train_only_nodes(keep)
     frozen = [n for n in model.nodes if n.index not in keep]
     snap = {n.index: [p.detach().clone() for p in n.params] for n in model.nodes}
     _train_with(model, opt, 3)
@@ -149,7 +149,7 @@ def test_frozen_nodes_do_not_change_during_training():
     for i in keep:
         assert any(not torch.equal(p.detach(), b) for p, b in zip(model.nodes[i].params, snap[i]))
     with pytest.raises(ValueError, match="node index 99"):
-        model.freeze_nodes([99])
+        model.train_only_nodes([99])
 
 
 def _train_with(model, opt, steps):
@@ -183,7 +183,7 @@ def test_save_load_round_trip_in_fresh_process(tmp_path):
     for arch in ARCHS:
         model = get_graphopt_model(build(arch), GGMConfig(rank=3, bias_nodes=(arch != "bert")))
         _train(model)
-        model.freeze_nodes(range(0, len(model.nodes), 2))
+        model.train_only_nodes(range(0, len(model.nodes), 2))
         _train(model, steps=1)
         expected[arch] = (_logits(model), [n.index for n in model.nodes if not n.trainable])
         model.save_adapter(tmp_path / arch)
@@ -408,7 +408,7 @@ MISMATCHES = {
 def saved_bert_adapter(tmp_path_factory):
     model = get_graphopt_model(build("bert"), GGMConfig(rank=2, bias_nodes=True))
     _train(model, steps=1)
-    model.freeze_nodes([0, 3])
+    model.train_only_nodes([0, 3])
     directory = tmp_path_factory.mktemp("adapter")
     model.save_adapter(directory)
     return directory

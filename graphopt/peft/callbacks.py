@@ -103,7 +103,7 @@ class GGMAllocator:
         alloc = allocate(samples, self.model.node_names, self.config, step=self.steps)
         device = samples.device
         alloc.selected = broadcast_selection(alloc.selected, device)
-        self.model.freeze_nodes(alloc.selected)
+        self.model.train_only_nodes(alloc.selected)
         self.allocation = alloc
         self.scorer.reset()  # the samples live on in the Allocation; free the EMA state
 

@@ -257,7 +257,7 @@ class GraphoptModel(nn.Module):
         return out
 
     # -- trainability --------------------------------------------------------------------
-    def freeze_nodes(self, keep: Sequence[int]) -> None:
+    def train_only_nodes(self, keep: Sequence[int]) -> None:
         """Keep only the nodes with these indices trainable; freeze all others exactly.
 
         A frozen node gets ``requires_grad=False`` and its ``.grad`` is dropped, so an
@@ -514,7 +514,7 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike[str]) -> Graphop
         for k, p in wrapped.head_parameters().items():
             p.copy_(state[f"head.{k}"])
     frozen_set = set(frozen)
-    wrapped.freeze_nodes([i for i in range(len(wrapped.nodes)) if i not in frozen_set])
+    wrapped.train_only_nodes([i for i in range(len(wrapped.nodes)) if i not in frozen_set])
     return wrapped
 
 
