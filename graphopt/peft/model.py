@@ -437,8 +437,9 @@ def _expected_adapter(model: nn.Module, config: GGMConfig, targets: Sequence[str
 
 
 def _validate_adapter(model: nn.Module, meta: dict[str, Any], state: dict[str, torch.Tensor],
-                      directory: Path) -> tuple[GGMConfig, list[int]]:
-    """Check a read adapter against the unmodified ``model``; return (config, frozen nodes).
+                      directory: Path) -> tuple[GGMConfig, list[str], list[int]]:
+    """Check a read adapter against the unmodified ``model``; return (config, target module
+    names, frozen node indices).
 
     Raises ValueError naming the file and what does not fit; ``model`` is only read.
     """
@@ -481,7 +482,7 @@ def _validate_adapter(model: nn.Module, meta: dict[str, Any], state: dict[str, t
             or not all(type(i) is int and 0 <= i < len(node_names) for i in frozen)):
         raise ValueError(f"{config_path}: frozen_nodes must be node indices in "
                          f"0..{len(node_names) - 1}, got {frozen!r}")
-    return config, frozen
+    return config, targets, frozen
 
 
 def load_adapter(model: nn.Module, directory: str | os.PathLike[str]) -> GraphoptModel:
@@ -497,10 +498,8 @@ def load_adapter(model: nn.Module, directory: str | os.PathLike[str]) -> Graphop
     """
     directory = Path(directory)
     meta, state = _read_adapter(directory)
-    config, frozen = _validate_adapter(model, meta, state, directory)
+    config, targets, frozen = _validate_adapter(model, meta, state, directory)
     # From here on the model changes; everything that could reject the adapter ran above.
-    targets = find_target_modules(model, config.target_modules,
-                                  find_head_modules(model, config.modules_to_save))
     init = {n: (state[f"{n}.a0"], state[f"{n}.b0"]) for n in targets}
     wrapped = GraphoptModel(model, config, init=init)
     with torch.no_grad():
