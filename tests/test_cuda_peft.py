@@ -103,7 +103,7 @@ def test_pc_forward_and_backward_match_cpu_float64(device, dtype):
 def test_pc_save_load_and_merge_on_device(device, dtype, tmp_path):
     model = _adapted(device, dtype)
     _train(model, device)
-    model.freeze_nodes(list(range(0, len(model.nodes), 2)))
+    model.train_only_nodes(list(range(0, len(model.nodes), 2)))
     adapted = _logits(model, device)
     model.save_adapter(tmp_path / "adapter")
     # Load onto a fresh base on the same device: same outputs, same frozen nodes.

@@ -116,7 +116,7 @@ def test_trainable_count_matches_formula(arch):
     assert model.head_names == heads
     names = model.node_names
     assert names[0].endswith(":pc0") and names[4].endswith(":bias")
-    model.freeze_nodes([0, 4])
+    model.train_only_nodes([0, 4])
     first = base.get_submodule(model.target_names[0])
     assert model.trainable_parameter_count()[0] == head_count + (first.d_out + first.d_in) + first.d_out
 
@@ -139,7 +139,7 @@ def test_frozen_nodes_do_not_change_during_training():
     opt = torch.optim.AdamW(params, lr=5e-2, weight_decay=0.3)
     _train_with(model, opt, 2)
     keep = [0, 5, 9]
-    model.freeze_nodes(keep)
+    model.train_only_nodes(keep)
     frozen = [n for n in model.nodes if n.index not in keep]
     snap = {n.index: [p.detach().clone() for p in n.params] for n in model.nodes}
     _train_with(model, opt, 3)
@@ -149,7 +149,7 @@ def test_frozen_nodes_do_not_change_during_training():
     for i in keep:
         assert any(not torch.equal(p.detach(), b) for p, b in zip(model.nodes[i].params, snap[i]))
     with pytest.raises(ValueError, match="node index 99"):
-        model.freeze_nodes([99])
+        model.train_only_nodes([99])
 
 
 def _train_with(model, opt, steps):
@@ -183,7 +183,7 @@ def test_save_load_round_trip_in_fresh_process(tmp_path):
     for arch in ARCHS:
         model = get_graphopt_model(build(arch), GGMConfig(rank=3, bias_nodes=(arch != "bert")))
         _train(model)
-        model.freeze_nodes(range(0, len(model.nodes), 2))
+        model.train_only_nodes(range(0, len(model.nodes), 2))
         _train(model, steps=1)
         expected[arch] = (_logits(model), [n.index for n in model.nodes if not n.trainable])
         model.save_adapter(tmp_path / arch)
@@ -284,3 +284,175 @@ def test_config_json_round_trip():
     assert cfg.phase_lengths(10) == (5, 10)
     with pytest.raises(ValueError, match="steps_per_epoch"):
         GGMConfig().phase_lengths(None)
+
+
+def test_failed_save_leaves_the_previous_adapter_intact(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    model = get_graphopt_model(build("bert"), GGMConfig(rank=2))
+    model.save_adapter(tmp_path)
+    hashes = {f: file_sha256(tmp_path / f) for f in (CONFIG_FILE, WEIGHTS_FILE)}
+    _train(model, steps=1)
+
+    def disk_full(state, filename, metadata=None):
+        with open(filename, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        model.save_adapter(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == [CONFIG_FILE, WEIGHTS_FILE]  # no temp left
+    assert {f: file_sha256(tmp_path / f) for f in hashes} == hashes
+    load_adapter(build("bert"), tmp_path)  # the old pair still loads
+
+
+def _rewrite_weights(directory, change):
+    """Apply ``change`` to the saved tensors and rewrite the file with the same save_id."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(directory / WEIGHTS_FILE), framework="pt") as fh:
+        metadata = fh.metadata()
+        state = {k: fh.get_tensor(k) for k in fh.keys()}
+    change(state)
+    save_file(state, str(directory / WEIGHTS_FILE), metadata=metadata)
+
+
+def _rewrite_config(directory, change):
+    meta = json.loads((directory / CONFIG_FILE).read_text())
+    change(meta)
+    (directory / CONFIG_FILE).write_text(json.dumps(meta))
+
+
+def _truncate(directory):
+    data = (directory / WEIGHTS_FILE).read_bytes()
+    (directory / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+
+
+def _garble_header(directory):
+    data = bytearray((directory / WEIGHTS_FILE).read_bytes())
+    data[8:40] = b"#" * 32  # the JSON header starts after an 8-byte length
+    (directory / WEIGHTS_FILE).write_bytes(bytes(data))
+
+
+_Q1 = "bert.encoder.layer.1.attention.self.value"  # the last target: the old code swapped
+_Q0 = "bert.encoder.layer.0.attention.self.key"    # earlier layers before failing on it
+
+
+def _set(mapping, key, value):
+    mapping[key] = value
+
+
+MISMATCHES = {
+    "factor a has a wrong shape": (
+        lambda d: _rewrite_weights(d, lambda s: _set(s, f"{_Q0}.a",
+                                                      s[f"{_Q0}.a"][:, :-1].contiguous())),
+        WEIGHTS_FILE, rf"tensor {_Q0}\.a has shape \(2, 31\), this model needs \(2, 32\)"),
+    "initial factor a0 of the last target has an extra row": (
+        lambda d: _rewrite_weights(d, lambda s: _set(s, f"{_Q1}.a0",
+                                                      torch.cat([s[f"{_Q1}.a0"]] * 2))),
+        WEIGHTS_FILE, rf"tensor {_Q1}\.a0 has shape \(4, 32\)"),
+    "factor b is an integer tensor": (
+        lambda d: _rewrite_weights(d, lambda s: _set(s, f"{_Q0}.b", s[f"{_Q0}.b"].long())),
+        WEIGHTS_FILE, rf"{_Q0}\.b has dtype torch\.int64, expected a floating-point"),
+    "a tensor is missing": (
+        lambda d: _rewrite_weights(d, lambda s: s.pop(f"{_Q1}.bias")),
+        WEIGHTS_FILE, rf"missing tensors \['{_Q1}\.bias'\]"),
+    "an unexpected tensor": (
+        lambda d: _rewrite_weights(d, lambda s: _set(s, "bert.pooler.dense.a", torch.ones(2, 32))),
+        WEIGHTS_FILE, r"unexpected \['bert\.pooler\.dense\.a'\]"),
+    "an unknown node name": (
+        lambda d: _rewrite_config(d, lambda m: m["node_names"].__setitem__(1, "bert.nowhere:pc1")),
+        CONFIG_FILE, r"node names do not match .*unknown: \['bert\.nowhere:pc1'\]"),
+    "nodes in another order": (
+        lambda d: _rewrite_config(d, lambda m: m["node_names"].reverse()),
+        CONFIG_FILE, r"node names do not match .*another order"),
+    "a config rank the tensors do not have": (
+        lambda d: _rewrite_config(d, lambda m: m["config"].__setitem__("rank", 3)),
+        CONFIG_FILE, r"node names do not match .*missing: \['bert[^']*:pc2'"),
+    "a fingerprint of other base weights": (
+        lambda d: _rewrite_config(d, lambda m: m["fingerprint"]["targets"][_Q0]["checksum"]
+                                  .__setitem__(1, 1.01 * m["fingerprint"]["targets"][_Q0]
+                                               ["checksum"][1])),
+        CONFIG_FILE, rf"base weight of {_Q0} differs .*checksum mismatch"),
+    "a fingerprint of another architecture": (
+        lambda d: _rewrite_config(d, lambda m: m["fingerprint"].__setitem__("architecture",
+                                                                           "GPT2Model")),
+        CONFIG_FILE, r"saved for a GPT2Model, got a BertForSequenceClassification"),
+    "a malformed fingerprint": (
+        lambda d: _rewrite_config(d, lambda m: m["fingerprint"].pop("targets")),
+        CONFIG_FILE, r"fingerprint is malformed"),
+    "targets that match nothing here": (
+        lambda d: _rewrite_config(d, lambda m: m["config"].__setitem__("target_modules",
+                                                                       ["c_attn"])),
+        CONFIG_FILE, r"does not fit this model: target_modules \['c_attn'\] match no"),
+    "an invalid config": (
+        lambda d: _rewrite_config(d, lambda m: m["config"].__setitem__("rnk", 2)),
+        CONFIG_FILE, r"invalid config: unknown GGMConfig fields"),
+    "a config entry missing": (
+        lambda d: _rewrite_config(d, lambda m: m.pop("node_names")),
+        CONFIG_FILE, r"lacks the entries \['node_names'\]"),
+    "frozen nodes out of range": (
+        lambda d: _rewrite_config(d, lambda m: m.__setitem__("frozen_nodes", [0, 999])),
+        CONFIG_FILE, r"frozen_nodes must be node indices in 0\.\.\d+, got \[0, 999\]"),
+    "a truncated weights file": (_truncate, WEIGHTS_FILE, r"not a readable safetensors file"),
+    "a garbled weights header": (_garble_header, WEIGHTS_FILE, r"not a readable safetensors file"),
+    "a config that is not JSON": (
+        lambda d: (d / CONFIG_FILE).write_text('{"format": "graphopt-pc-adapter", '),
+        CONFIG_FILE, r"is not valid JSON"),
+}
+
+
+@pytest.fixture(scope="module")
+def saved_bert_adapter(tmp_path_factory):
+    model = get_graphopt_model(build("bert"), GGMConfig(rank=2, bias_nodes=True))
+    _train(model, steps=1)
+    model.train_only_nodes([0, 3])
+    directory = tmp_path_factory.mktemp("adapter")
+    model.save_adapter(directory)
+    return directory
+
+
+@pytest.mark.parametrize("case", list(MISMATCHES))
+def test_rejected_load_names_the_file_and_leaves_the_model_bit_identical(
+        case, saved_bert_adapter, tmp_path):
+    import shutil
+
+    corrupt, bad_file, problem = MISMATCHES[case]
+    d = tmp_path / "ad"
+    shutil.copytree(saved_bert_adapter, d)
+    load_adapter(build("bert"), d)  # the copy loads before it is damaged
+    corrupt(d)
+    fresh = build("bert")
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    types = [(n, type(m)) for n, m in fresh.named_modules()]
+    flags = {n: p.requires_grad for n, p in fresh.named_parameters()}
+    with pytest.raises(ValueError, match=problem) as err:
+        load_adapter(fresh, d)
+    assert str(d / bad_file) in str(err.value)
+    after = fresh.state_dict()
+    assert list(after) == list(before)
+    for k, v in after.items():
+        assert v.dtype == before[k].dtype and torch.equal(v, before[k]), k
+    assert [(n, type(m)) for n, m in fresh.named_modules()] == types
+    assert {n: p.requires_grad for n, p in fresh.named_parameters()} == flags
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_expected_adapter_layout_is_what_wrapping_produces(arch):
+    """The shapes and node names load_adapter checks against, computed without wrapping,
+    equal those of the wrapped model (every arch, a rank pattern, bias nodes)."""
+    from graphopt.peft.model import _expected_adapter, find_head_modules, find_target_modules
+
+    config = GGMConfig(rank=3, bias_nodes=True, target_modules="all-linear",
+                       rank_pattern={r"\.1\.": 2})
+    base = build(arch)
+    heads = find_head_modules(base, config.modules_to_save)
+    targets = find_target_modules(base, config.target_modules, heads)
+    shapes, names = _expected_adapter(base, config, targets, heads)
+    model = get_graphopt_model(base, config)
+    assert names == model.node_names
+    assert shapes == {k: tuple(v.shape) for k, v in model.adapter_state().items()}
+    assert {k.rsplit(".", 1)[1] for k in shapes if not k.startswith("head.")} == {
+        "a", "b", "a0", "b0", "bias"}

@@ -13,7 +13,7 @@ from torch import nn
 from graphopt.graph import knn_graph, laplacian
 from graphopt.peft.config import GGMConfig, SpectralConfig
 from graphopt.peft.param_graph import (
-    Node,
+    GraphNode,
     ParameterGraph,
     Piece,
     build_parameter_graph,
@@ -58,7 +58,7 @@ def user_graph_model(W: np.ndarray, d: int, seed: int) -> tuple[nn.Parameter, Pa
     torch.manual_seed(seed)
     n = W.shape[0]
     p = nn.Parameter(torch.randn(n, d, dtype=torch.float64))
-    graph = ParameterGraph([Node((Piece(p, n),), "P")], edges="user",
+    graph = ParameterGraph([GraphNode((Piece(p, n),), "P")], edges="user",
                            weights={str(d): torch.as_tensor(W)}).rebuild()
     return p, graph
 
@@ -109,7 +109,7 @@ def test_lora_nodes_round_trip_gradients_through_transposed_pieces():
     r, d_in, d_out = 3, 5, 4
     A = nn.Parameter(torch.randn(r, d_in, dtype=torch.float64))
     B = nn.Parameter(torch.randn(d_out, r, dtype=torch.float64))
-    node = Node((Piece(B, r, transpose=True), Piece(A, r)), "lora")
+    node = GraphNode((Piece(B, r, transpose=True), Piece(A, r)), "lora")
     g = ParameterGraph([node], k=2).rebuild()
     (blk,) = g.blocks
     torch.testing.assert_close(blk.values(), torch.cat([B.T, A], dim=1))

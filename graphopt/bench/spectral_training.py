@@ -22,7 +22,6 @@ validation curves (``--plot``).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import statistics
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from graphopt._atomic import atomic_write_json
 from graphopt.bench import mean_std
 
 __all__ = ["main", "CONFIGS"]
@@ -364,10 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               "lr": lr, "torch": torch.__version__, "threads": torch.get_num_threads(),
               "summary": summary, "overhead": overhead, "runs": all_runs,
               "wall_s": time.perf_counter() - t_start}
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(args.output)
+    atomic_write_json(args.output, result, indent=1)
     if all_runs:
         _plot(all_runs, args.plot)
     print(f"wrote {args.output} and {args.plot}", file=sys.stderr)

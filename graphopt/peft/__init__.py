@@ -19,7 +19,7 @@ from .config import SELECTION_POLICIES, GGMConfig, SpectralConfig, TrainConfig
 from .hooks import GraphoptCallback, TrainingHook, attach_to_optimizer, extra_loss
 from .export import LoRAExport, export_lora
 from .layers import PCLayer
-from .model import GraphoptModel, Node, get_graphopt_model, load_adapter
+from .model import AdapterNode, GraphoptModel, get_graphopt_model, load_adapter
 from .param_graph import ParameterGraph, build_parameter_graph
 from .scoring import NodeScorer
 from .spectral_coordination import SpectralCoordination, build_spectral_coordination
@@ -32,7 +32,7 @@ __all__ = [
     "TrainConfig",
     "SELECTION_POLICIES",
     "PCLayer",
-    "Node",
+    "AdapterNode",
     "GraphoptModel",
     "get_graphopt_model",
     "load_adapter",

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from graphopt._atomic import atomic_path, atomic_write_json
 from graphopt._linalg import symmetrize
 from graphopt.peft.config import GGMConfig
 
@@ -111,14 +111,9 @@ class Allocation:
         arrays = {k: np.ascontiguousarray(getattr(self, k), dtype=np.float64)
                   for k in self._ARRAYS if getattr(self, k) is not None}
         meta["arrays"] = sorted(arrays)
-        fd, tmp = tempfile.mkstemp(prefix=".alloc-", dir=directory)
-        os.close(fd)
-        save_file(arrays, tmp)
-        os.replace(tmp, directory / ALLOCATION_TENSORS)
-        fd, tmp = tempfile.mkstemp(prefix=".alloc-", dir=directory)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(meta, fh, indent=2)
-        os.replace(tmp, directory / ALLOCATION_JSON)
+        with atomic_path(directory / ALLOCATION_TENSORS) as tmp:
+            save_file(arrays, str(tmp))
+        atomic_write_json(directory / ALLOCATION_JSON, meta)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> "Allocation":

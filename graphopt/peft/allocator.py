@@ -127,7 +127,7 @@ class GGMAllocator(TrainingHook):
         samples = average_samples(self.scorer.samples())
         alloc = allocate(samples, self.model.node_names, self.config, step=self.steps)
         alloc.selected = broadcast_selection(alloc.selected, samples.device)
-        self.model.freeze_nodes(alloc.selected)
+        self.model.train_only_nodes(alloc.selected)
         self.allocation = alloc
         self.scorer.reset()  # the samples live on in the Allocation; free the EMA state
 
@@ -172,6 +172,6 @@ class GGMAllocator(TrainingHook):
         self.warmup_steps, self.scoring_steps = state["warmup_steps"], state["scoring_steps"]
         self.steps = int(state["steps"])
         if alloc is not None:
-            self.model.freeze_nodes(alloc.selected)
+            self.model.train_only_nodes(alloc.selected)
             self.scorer.reset()
         self.allocation = alloc

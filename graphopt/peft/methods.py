@@ -119,23 +119,15 @@ def _head_names(model: nn.Module) -> list[str]:
 
 def _save_trainable(model: nn.Module, directory: Path, *, everything: bool = False) -> list[str]:
     """Trained tensors (or the whole state) as safetensors, written atomically."""
-    import os
-    import tempfile
-
     from safetensors.torch import save_file
+
+    from graphopt._atomic import atomic_path
 
     state = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()
              if everything or p.requires_grad}
-    directory.mkdir(parents=True, exist_ok=True)
     name = "model.safetensors" if everything else "trainable.safetensors"
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".safetensors", dir=directory)
-    os.close(fd)
-    try:
-        save_file(state, tmp)
-        os.replace(tmp, directory / name)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(directory / name) as tmp:
+        save_file(state, str(tmp))
     return [name]
 
 

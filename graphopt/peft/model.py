@@ -25,8 +25,6 @@ import json
 import operator
 import os
 import re
-import shutil
-import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,10 +34,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from graphopt._atomic import atomic_paths
 from graphopt.peft.config import QKV_SUFFIXES, GGMConfig
 from graphopt.peft.layers import PCLayer, is_linear_like, linear_weight
 
-__all__ = ["Node", "GraphoptModel", "get_graphopt_model", "load_adapter",
+__all__ = ["AdapterNode", "GraphoptModel", "get_graphopt_model", "load_adapter",
            "find_target_modules", "find_head_modules", "CONFIG_FILE", "WEIGHTS_FILE",
            "HEAD_NAMES"]
 
@@ -55,8 +54,8 @@ _CHECKSUM_RTOL = 2e-3
 
 
 @dataclass(frozen=True, eq=False)
-class Node:
-    """One trainable unit: a principal component (a_i, b_i) or a bias vector."""
+class AdapterNode:
+    """One trainable node of the adapter: a principal component (a_i, b_i) or a bias vector."""
 
     index: int
     name: str           # "<module>:pc<i>" or "<module>:bias"
@@ -154,22 +153,32 @@ def _fingerprint(model: nn.Module, targets: Sequence[str]) -> dict[str, Any]:
             "targets": entries}
 
 
-def _check_fingerprint(saved: dict[str, Any], current: dict[str, Any], directory: Path) -> None:
-    where = f"adapter in {directory}"
-    if saved["architecture"] != current["architecture"]:
-        raise ValueError(f"{where} was saved for a {saved['architecture']}, got a "
-                         f"{current['architecture']}")
-    s_t, c_t = saved["targets"], current["targets"]
+def _check_fingerprint(saved: dict[str, Any], current: dict[str, Any], source: Path) -> None:
+    """Raise ValueError (naming ``source``, the config file) unless ``saved`` fits ``current``."""
+    where = f"{source}: the adapter"
+    try:
+        s_arch, s_t = saved["architecture"], dict(saved["targets"])
+        s_shapes = {n: list(e["shape"]) for n, e in s_t.items()}
+        s_sums = {n: [float(x) for x in e["checksum"]] for n, e in s_t.items()}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: the base-model fingerprint is malformed ({exc!r})") from None
+    if s_arch != current["architecture"]:
+        raise ValueError(f"{where} was saved for a {s_arch}, got a {current['architecture']}")
+    c_t = current["targets"]
     if list(s_t) != list(c_t):
         raise ValueError(f"{where} targets modules {list(s_t)} but this model's matching "
                          f"modules are {list(c_t)}")
     for n in s_t:
-        if s_t[n]["shape"] != c_t[n]["shape"]:
-            raise ValueError(f"{where}: module {n} had weight shape {s_t[n]['shape']}, this "
+        if s_shapes[n] != c_t[n]["shape"]:
+            raise ValueError(f"{where}: module {n} had weight shape {s_shapes[n]}, this "
                              f"model's is {c_t[n]['shape']}")
-        for a, b in zip(s_t[n]["checksum"], c_t[n]["checksum"]):
-            scale = max(abs(a), abs(b), s_t[n]["checksum"][0] * 1e-6, 1e-30)
-            if abs(a - b) > _CHECKSUM_RTOL * scale:
+        if len(s_sums[n]) != len(c_t[n]["checksum"]):
+            raise ValueError(f"{source}: the base-model fingerprint of {n} is malformed "
+                             f"({len(s_sums[n])} checksum values, expected "
+                             f"{len(c_t[n]['checksum'])})")
+        for a, b in zip(s_sums[n], c_t[n]["checksum"]):
+            scale = max(abs(a), abs(b), s_sums[n][0] * 1e-6, 1e-30)
+            if not abs(a - b) <= _CHECKSUM_RTOL * scale:
                 raise ValueError(f"{where}: the base weight of {n} differs from the one the "
                                  "adapter was trained on (checksum mismatch): it was saved "
                                  "for another model or checkpoint")
@@ -214,13 +223,13 @@ class GraphoptModel(nn.Module):
         self.nodes = self._collect_nodes()
         self._merged = False
 
-    def _collect_nodes(self) -> list[Node]:
-        nodes: list[Node] = []
+    def _collect_nodes(self) -> list[AdapterNode]:
+        nodes: list[AdapterNode] = []
         for n in self.target_names:
             layer = self.base_model.get_submodule(n)
             for i, (kind, params) in enumerate(layer.node_parameters()):
                 label = f"{n}:pc{i}" if kind == "pc" else f"{n}:bias"
-                nodes.append(Node(len(nodes), label, n, kind, params))
+                nodes.append(AdapterNode(len(nodes), label, n, kind, params))
         return nodes
 
     # -- nn.Module plumbing ---------------------------------------------------------------
@@ -248,7 +257,7 @@ class GraphoptModel(nn.Module):
         return out
 
     # -- trainability --------------------------------------------------------------------
-    def freeze_nodes(self, keep: Sequence[int]) -> None:
+    def train_only_nodes(self, keep: Sequence[int]) -> None:
         """Keep only the nodes with these indices trainable; freeze all others exactly.
 
         A frozen node gets ``requires_grad=False`` and its ``.grad`` is dropped, so an
@@ -304,9 +313,9 @@ class GraphoptModel(nn.Module):
     def save_adapter(self, directory: str | os.PathLike[str]) -> None:
         """Write ``adapter_model.safetensors`` + ``adapter_config.json`` into ``directory``.
 
-        Atomic per file (written to a temp file in the same directory, then ``os.replace``);
-        both files carry the same ``save_id`` so ``load_adapter`` detects a torn pair.
-        Other files in ``directory`` (an allocation, metrics) are left alone.
+        Atomic per file (written to a temp file in the same directory, fsynced, then
+        ``os.replace``d); both files carry the same ``save_id`` so ``load_adapter`` detects a
+        torn pair. Other files in ``directory`` (an allocation, metrics) are left alone.
         """
         from safetensors.torch import save_file
 
@@ -322,16 +331,11 @@ class GraphoptModel(nn.Module):
             "frozen_nodes": [n.index for n in self.nodes if not n.trainable],
             "dtype": str(next(iter(state.values())).dtype) if state else None,
         }
-        tmp = Path(tempfile.mkdtemp(prefix=".adapter-tmp-", dir=directory))
-        try:
-            save_file(state, str(tmp / WEIGHTS_FILE), metadata={"save_id": save_id,
-                                                               "format": FORMAT})
-            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-            # Weights first, config last: the config names the save_id the weights must carry.
-            os.replace(tmp / WEIGHTS_FILE, directory / WEIGHTS_FILE)
-            os.replace(tmp / CONFIG_FILE, directory / CONFIG_FILE)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        # Weights replaced first, config last: the config names the save_id the weights
+        # must carry, so a crash between the two is caught by load_adapter as a torn pair.
+        with atomic_paths(directory / WEIGHTS_FILE, directory / CONFIG_FILE) as (w_tmp, c_tmp):
+            save_file(state, str(w_tmp), metadata={"save_id": save_id, "format": FORMAT})
+            c_tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
     def merge_and_unload(self) -> nn.Module:
         """Fold W = W_res + A B into each original Linear/Conv1D and return the plain model.
@@ -364,89 +368,152 @@ def get_graphopt_model(model: nn.Module, config: GGMConfig | None = None) -> Gra
     return GraphoptModel(model, config if config is not None else GGMConfig())
 
 
+#: Keys every adapter config must hold (``frozen_nodes`` may be absent: nothing frozen).
+_REQUIRED_META = ("save_id", "config", "fingerprint", "head_modules", "node_names")
+
+
 def _read_adapter(directory: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    from safetensors import safe_open
+    """Both adapter files, parsed; FileNotFoundError / ValueError naming the file at fault."""
+    from safetensors import SafetensorError, safe_open
 
     if not directory.is_dir():
         raise FileNotFoundError(f"adapter directory {directory} does not exist")
     for f in (CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / f).is_file():
             raise FileNotFoundError(f"adapter file {directory / f} is missing")
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
     try:
-        meta = json.loads((directory / CONFIG_FILE).read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{directory / CONFIG_FILE} is not valid JSON: {exc}") from exc
+        meta = json.loads(config_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{config_path} is not valid JSON: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ValueError(f"{directory / CONFIG_FILE} is not a graphopt PC adapter config "
+        raise ValueError(f"{config_path} is not a graphopt PC adapter config "
                          f"(format {meta.get('format') if isinstance(meta, dict) else None!r})")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{directory / CONFIG_FILE} has format_version "
-                         f"{meta['format_version']}, this graphopt reads <= {FORMAT_VERSION}")
-    with safe_open(str(directory / WEIGHTS_FILE), framework="pt") as fh:
-        file_meta = fh.metadata() or {}
-        if file_meta.get("save_id") != meta.get("save_id"):
-            raise ValueError(f"{directory / WEIGHTS_FILE} and {directory / CONFIG_FILE} come "
-                             "from different saves (save_id mismatch)")
-        state = {k: fh.get_tensor(k) for k in fh.keys()}
+    version = meta.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"{config_path} has format_version {version!r}, this graphopt reads "
+                         f"integers <= {FORMAT_VERSION}")
+    missing = [k for k in _REQUIRED_META if k not in meta]
+    if missing:
+        raise ValueError(f"{config_path} lacks the entries {missing}")
+    try:
+        with safe_open(str(weights_path), framework="pt") as fh:
+            file_meta = fh.metadata() or {}
+            if file_meta.get("save_id") != meta.get("save_id"):
+                raise ValueError(f"{weights_path} and {config_path} come from different saves "
+                                 "(save_id mismatch)")
+            state = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError, RuntimeError) as exc:
+        raise ValueError(f"{weights_path} is not a readable safetensors file (corrupted or "
+                         f"truncated?): {exc}") from exc
     return meta, state
+
+
+def _expected_adapter(model: nn.Module, config: GGMConfig, targets: Sequence[str],
+                      heads: Sequence[str]) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """(tensor name -> shape, node names) that ``GraphoptModel(model, config)`` would save.
+
+    Computed from the unmodified model, so that a saved adapter can be checked in full before
+    any layer is swapped: per target with W of shape (d_out, d_in) and r = ``rank_for``:
+    ``a``, ``a0`` (r, d_out), ``b``, ``b0`` (r, d_in), ``bias`` (d_out,) when it is a node.
+    """
+    shapes: dict[str, tuple[int, ...]] = {}
+    names: list[str] = []
+    for n in targets:
+        module = model.get_submodule(n)
+        d_out, d_in = linear_weight(module).shape
+        r = config.rank_for(n)
+        shapes.update({f"{n}.a": (r, d_out), f"{n}.a0": (r, d_out),
+                       f"{n}.b": (r, d_in), f"{n}.b0": (r, d_in)})
+        names.extend(f"{n}:pc{i}" for i in range(r))
+        bias = getattr(module, "bias", None)
+        if config.bias_nodes and bias is not None:
+            shapes[f"{n}.bias"] = tuple(bias.shape)
+            names.append(f"{n}:bias")
+    for h in heads:
+        for pn, p in model.get_submodule(h).named_parameters():
+            shapes[f"head.{h}.{pn}"] = tuple(p.shape)
+    return shapes, names
+
+
+def _validate_adapter(model: nn.Module, meta: dict[str, Any], state: dict[str, torch.Tensor],
+                      directory: Path) -> tuple[GGMConfig, list[str], list[int]]:
+    """Check a read adapter against the unmodified ``model``; return (config, target module
+    names, frozen node indices).
+
+    Raises ValueError naming the file and what does not fit; ``model`` is only read.
+    """
+    config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
+    try:
+        config = GGMConfig.from_dict(meta["config"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{config_path}: invalid config: {exc}") from exc
+    try:
+        heads = find_head_modules(model, config.modules_to_save)
+        targets = find_target_modules(model, config.target_modules, heads)
+    except ValueError as exc:
+        raise ValueError(f"{config_path}: the adapter does not fit this model: {exc}") from exc
+    _check_fingerprint(meta["fingerprint"], _fingerprint(model, targets), config_path)
+    if heads != meta["head_modules"]:
+        raise ValueError(f"{config_path}: the adapter trains head modules "
+                         f"{meta['head_modules']}, this model's are {heads}")
+    shapes, node_names = _expected_adapter(model, config, targets, heads)
+    if meta["node_names"] != node_names:
+        saved = meta["node_names"] if isinstance(meta["node_names"], list) else []
+        unknown = [n for n in saved if n not in set(node_names)]
+        absent = [n for n in node_names if n not in set(saved)]
+        raise ValueError(f"{config_path}: the adapter's node names do not match the nodes this "
+                         f"model gets (unknown: {unknown[:5]}, missing: {absent[:5]}"
+                         f"{', same names in another order' if not unknown + absent else ''})")
+    if set(state) != set(shapes):
+        raise ValueError(f"{weights_path} does not fit this model: missing tensors "
+                         f"{sorted(set(shapes) - set(state))[:5]}, unexpected "
+                         f"{sorted(set(state) - set(shapes))[:5]}")
+    for k, shape in shapes.items():
+        t = state[k]
+        if tuple(t.shape) != shape:
+            raise ValueError(f"{weights_path}: tensor {k} has shape {tuple(t.shape)}, this "
+                             f"model needs {shape}")
+        if not t.dtype.is_floating_point:
+            raise ValueError(f"{weights_path}: tensor {k} has dtype {t.dtype}, expected a "
+                             "floating-point dtype")
+    frozen = meta.get("frozen_nodes", [])
+    if (not isinstance(frozen, list)
+            or not all(type(i) is int and 0 <= i < len(node_names) for i in frozen)):
+        raise ValueError(f"{config_path}: frozen_nodes must be node indices in "
+                         f"0..{len(node_names) - 1}, got {frozen!r}")
+    return config, targets, frozen
 
 
 def load_adapter(model: nn.Module, directory: str | os.PathLike[str]) -> GraphoptModel:
     """Apply a saved adapter to a fresh base ``model``; return the GraphoptModel.
 
-    Validates before touching the model: both files exist (FileNotFoundError naming the
-    missing one), the architecture, target names, shapes and base-weight checksums match
-    (ValueError otherwise). W_res is rebuilt from the stored A⁰, B⁰ — no SVD. Files are only
-    read. Nodes that were frozen when saved are frozen again.
+    Everything is validated before the model is changed, against what wrapping this model
+    would produce: both files exist (FileNotFoundError naming the missing one), they are
+    readable and come from the same save, and the config, the architecture, target names,
+    shapes and base-weight checksums, the head, the node names and every tensor's name, shape
+    and dtype fit (ValueError naming the file and the mismatch otherwise). A rejected load
+    leaves ``model`` exactly as it was. W_res is rebuilt from the stored A⁰, B⁰ — no SVD.
+    Files are only read. Nodes that were frozen when saved are frozen again.
     """
     directory = Path(directory)
     meta, state = _read_adapter(directory)
-    config = GGMConfig.from_dict(meta["config"])
-    heads = find_head_modules(model, config.modules_to_save)
-    try:
-        targets = find_target_modules(model, config.target_modules, heads)
-    except ValueError as exc:
-        raise ValueError(f"adapter in {directory} does not fit this model: {exc}") from exc
-    _check_fingerprint(meta["fingerprint"], _fingerprint(model, targets), directory)
-    if heads != meta["head_modules"]:
-        raise ValueError(f"adapter in {directory} trains head modules {meta['head_modules']}, "
-                         f"this model's are {heads}")
-    expected = set()
-    for n in targets:
-        expected |= {f"{n}.a", f"{n}.b", f"{n}.a0", f"{n}.b0"}
-        if config.bias_nodes and getattr(model.get_submodule(n), "bias", None) is not None:
-            expected.add(f"{n}.bias")
-    head_params = {f"head.{h}.{pn}": p for h in heads
-                   for pn, p in model.get_submodule(h).named_parameters()}
-    expected |= set(head_params)
-    if set(state) != expected:
-        raise ValueError(f"{directory / WEIGHTS_FILE} does not fit this model: missing "
-                         f"{sorted(expected - set(state))[:5]}, unexpected "
-                         f"{sorted(set(state) - expected)[:5]}")
-    for k, p in head_params.items():
-        if tuple(state[k].shape) != tuple(p.shape):
-            raise ValueError(f"{directory / WEIGHTS_FILE}: {k} has shape "
-                             f"{tuple(state[k].shape)}, this model's is {tuple(p.shape)}")
+    config, targets, frozen = _validate_adapter(model, meta, state, directory)
+    # From here on the model changes; everything that could reject the adapter ran above.
     init = {n: (state[f"{n}.a0"], state[f"{n}.b0"]) for n in targets}
     wrapped = GraphoptModel(model, config, init=init)
     with torch.no_grad():
         for n, layer in wrapped.pc_layers().items():
             a, b = state[f"{n}.a"], state[f"{n}.b"]
-            if a.shape != layer.a0.shape or b.shape != layer.b0.shape:
-                raise ValueError(f"{directory / WEIGHTS_FILE}: factors of {n} have shapes "
-                                 f"{tuple(a.shape)}, {tuple(b.shape)}, expected "
-                                 f"{tuple(layer.a0.shape)}, {tuple(layer.b0.shape)}")
             for i in range(layer.rank):
                 layer.pc_a[i].copy_(a[i])
                 layer.pc_b[i].copy_(b[i])
             if layer.has_bias_node:
                 layer.base_layer.bias.copy_(state[f"{n}.bias"])
-        for k, p in head_params.items():
-            p.copy_(state[k])
-    if wrapped.node_names != meta["node_names"]:
-        raise ValueError(f"adapter in {directory} has nodes that do not match this model")
-    frozen = set(meta.get("frozen_nodes", []))
-    wrapped.freeze_nodes([i for i in range(len(wrapped.nodes)) if i not in frozen])
+        for k, p in wrapped.head_parameters().items():
+            p.copy_(state[f"head.{k}"])
+    frozen_set = set(frozen)
+    wrapped.train_only_nodes([i for i in range(len(wrapped.nodes)) if i not in frozen_set])
     return wrapped
 
 

@@ -41,7 +41,7 @@ from ..graph import knn_graph, laplacian, similarity_graph
 
 __all__ = [
     "Piece",
-    "Node",
+    "GraphNode",
     "ParameterBlock",
     "ParameterGraph",
     "model_nodes",
@@ -96,8 +96,9 @@ class Piece:
 
 
 @dataclass(frozen=True, eq=False)
-class Node:
-    """A run of ``rows`` nodes sharing their pieces (one node when every piece has rows = 1)."""
+class GraphNode:
+    """Nodes of the parameter graph: a run of ``rows`` nodes sharing their pieces (one node
+    when every piece has rows = 1)."""
 
     pieces: tuple[Piece, ...]
     name: str
@@ -123,7 +124,7 @@ class Node:
         return all(p.param.requires_grad for p in self.pieces)
 
 
-def _stack(nodes: Sequence[Node], source: Callable[[nn.Parameter], torch.Tensor | None]) -> torch.Tensor:
+def _stack(nodes: Sequence[GraphNode], source: Callable[[nn.Parameter], torch.Tensor | None]) -> torch.Tensor:
     """Rows = nodes: Θ (n × d) with row i = concat of node i's pieces (differentiable)."""
     parts = []
     for node in nodes:
@@ -142,7 +143,7 @@ class ParameterBlock:
     """Nodes of one shape and their graph: weights ``W`` and Laplacian ``L`` (n × n)."""
 
     name: str
-    nodes: list[Node]
+    nodes: list[GraphNode]
     W: torch.Tensor
     L: torch.Tensor
 
@@ -186,11 +187,11 @@ class ParameterBlock:
             r += node.rows
 
 
-def _pc_nodes(model: nn.Module) -> list[Node]:
+def _pc_nodes(model: nn.Module) -> list[GraphNode]:
     # A GraphoptModel lists its nodes (a_i, b_i) / (bias,) in its documented order.
     listed = getattr(model, "nodes", None)
     if isinstance(listed, (list, tuple)) and listed and all(hasattr(n, "params") for n in listed):
-        return [Node(tuple(Piece(p) for p in n.params), str(getattr(n, "name", i)))
+        return [GraphNode(tuple(Piece(p) for p in n.params), str(getattr(n, "name", i)))
                 for i, n in enumerate(listed)]
     nodes = []
     for name, module in model.named_modules():
@@ -201,11 +202,11 @@ def _pc_nodes(model: nn.Module) -> list[Node]:
         for kind, params in fn():
             i = counts.get(kind, 0)
             counts[kind] = i + 1
-            nodes.append(Node(tuple(Piece(p) for p in params), f"{name}.{kind}{i}"))
+            nodes.append(GraphNode(tuple(Piece(p) for p in params), f"{name}.{kind}{i}"))
     return nodes
 
 
-def _lora_nodes(model: nn.Module) -> list[Node]:
+def _lora_nodes(model: nn.Module) -> list[GraphNode]:
     nodes = []
     for name, module in model.named_modules():
         A, B = getattr(module, "lora_A", None), getattr(module, "lora_B", None)
@@ -216,11 +217,11 @@ def _lora_nodes(model: nn.Module) -> list[Node]:
             if a.ndim != 2 or b.ndim != 2:
                 continue
             r = a.shape[0]
-            nodes.append(Node((Piece(b, r, transpose=True), Piece(a, r)), f"{name}.lora.{adapter}"))
+            nodes.append(GraphNode((Piece(b, r, transpose=True), Piece(a, r)), f"{name}.lora.{adapter}"))
     return nodes
 
 
-def _row_nodes(model: nn.Module, include: str | None, exclude: str | None) -> list[Node]:
+def _row_nodes(model: nn.Module, include: str | None, exclude: str | None) -> list[GraphNode]:
     nodes = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -230,7 +231,7 @@ def _row_nodes(model: nn.Module, include: str | None, exclude: str | None) -> li
         if exclude is not None and re.search(exclude, name):
             continue
         rows = p.shape[0] if p.ndim >= 2 else 1
-        nodes.append(Node((Piece(p, rows),), name))
+        nodes.append(GraphNode((Piece(p, rows),), name))
     return nodes
 
 
@@ -240,11 +241,11 @@ def model_nodes(
     *,
     include: str | None = None,
     exclude: str | None = DEFAULT_EXCLUDE,
-) -> list[Node]:
+) -> list[GraphNode]:
     """The nodes of ``model`` (see the module docstring); ``include``/``exclude`` are regexes
     on parameter names and apply to ``"rows"`` only."""
     if kind not in NODE_KINDS:
-        raise ValueError(f"nodes must be one of {NODE_KINDS} or a list of Node, got {kind!r}")
+        raise ValueError(f"nodes must be one of {NODE_KINDS} or a list of GraphNode, got {kind!r}")
     if kind in ("auto", "pc"):
         nodes = _pc_nodes(model)
         if nodes or kind == "pc":
@@ -299,7 +300,7 @@ class ParameterGraph:
     ``version`` increases on every rebuild so consumers (filters) know when to refresh caches.
     """
 
-    nodes: list[Node]
+    nodes: list[GraphNode]
     edges: str = "knn"
     k: int = 10
     laplacian_kind: str = "combinatorial"
@@ -319,9 +320,9 @@ class ParameterGraph:
         if not self.nodes:
             raise ValueError("nodes must be a non-empty list of parameter nodes")
 
-    def grouped(self) -> dict[str, list[Node]]:
+    def grouped(self) -> dict[str, list[GraphNode]]:
         """Active nodes grouped by shape, in first-appearance order (block name = shape)."""
-        groups: dict[str, list[Node]] = {}
+        groups: dict[str, list[GraphNode]] = {}
         for node in self.nodes:
             if node.active:
                 groups.setdefault("x".join(map(str, node.shape_key)), []).append(node)
@@ -380,7 +381,7 @@ class ParameterGraph:
 
 
 def build_parameter_graph(
-    model_or_nodes: nn.Module | Iterable[Node],
+    model_or_nodes: nn.Module | Iterable[GraphNode],
     *,
     nodes: str = "auto",
     edges: str = "knn",
@@ -401,8 +402,8 @@ def build_parameter_graph(
         node_list = model_nodes(model_or_nodes, nodes, include=include, exclude=exclude)
     else:
         node_list = list(model_or_nodes)
-        if not all(isinstance(n, Node) for n in node_list):
-            raise TypeError("model_or_nodes must be an nn.Module or an iterable of Node")
+        if not all(isinstance(n, GraphNode) for n in node_list):
+            raise TypeError("model_or_nodes must be an nn.Module or an iterable of GraphNode")
     graph = ParameterGraph(node_list, edges=edges, k=k, laplacian_kind=laplacian_kind, weights=weights)
     if edges != "signals" or signals is not None:
         graph.rebuild(signals)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from graphopt._atomic import atomic_write_json, atomic_write_text
 
 __all__ = ["TABLE_COLUMNS", "format_table", "result_row", "write_text_atomic", "write_json_atomic",
            "read_json", "to_jsonable"]
@@ -69,27 +70,13 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to a temp file next to ``path``, then ``os.replace`` it into place, so
-    a crash never leaves a truncated file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+#: Write text to a file atomically (temp file in the same directory, then ``os.replace``).
+write_text_atomic = atomic_write_text
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically (see :func:`write_text_atomic`)."""
-    write_text_atomic(path, json.dumps(to_jsonable(obj), indent=2) + "\n")
+    """Write ``obj`` made JSON-safe (:func:`to_jsonable`) as indented JSON, atomically."""
+    atomic_write_json(path, to_jsonable(obj), indent=2)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:
