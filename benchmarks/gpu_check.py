@@ -46,10 +46,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Python puts a script's folder first on sys.path, and benchmarks/peft.py there would shadow
-# Hugging Face's peft (which transformers imports): drop it, as graphopt.bench.run_script does.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # the GPU machine has no installed graphopt: use this tree's
     sys.path.insert(0, str(ROOT))

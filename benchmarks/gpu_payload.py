@@ -21,15 +21,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
-# Python puts a script's folder first on sys.path, and benchmarks/peft.py there would shadow
-# Hugging Face's peft (which transformers imports): drop it, as graphopt.bench.run_script does.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = ROOT / "benchmarks" / "gpu_payload"
@@ -104,8 +99,13 @@ def build(out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    out = Path(argv[0]) if argv else DEFAULT_OUT
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="benchmarks/gpu_payload.py",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", type=Path, default=DEFAULT_OUT,
+                        help="payload folder (default: benchmarks/gpu_payload)")
+    out = parser.parse_args(argv).out
     info = build(out)
     print(f"payload written to {out}: {info['total_mib']:.1f} MiB "
           f"({info['bbc_rows']} BBC rows, float16 model)")

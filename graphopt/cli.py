@@ -2,8 +2,10 @@
 
     graphopt finetune [options]        fine-tune a transformers model (default: MiniLM on BBC News)
     graphopt export-lora RUN_DIR OUT_DIR  write a run's adapter as a peft LoRA adapter
-    graphopt bench NAME [options]      run a benchmark: solvers, l2g, spectral, peft, spectral-training, study
     graphopt demo [options]            solve a sparse GGM and verify it against cvxpy
+
+Benchmarks are scripts in the repository's ``benchmarks/`` folder (``python benchmarks/NAME.py``),
+not part of the installed package.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main", "SUBCOMMANDS", "BENCHMARKS"]
+__all__ = ["main", "SUBCOMMANDS"]
 
 # Subcommand -> (one-line help, "module:function"). Runners import lazily so `graphopt --help`
 # stays fast and a missing optional extra only affects the subcommand that needs it.
@@ -22,25 +24,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                  "graphopt.peft.finetune:main"),
     "export-lora": ("write a run's adapter as a Hugging Face peft LoRA adapter (vLLM, TGI)",
                     "graphopt.peft.export:main"),
-    "bench": ("run a benchmark (graphopt bench --help lists them)", "graphopt.cli:_bench"),
     "demo": ("solve a sparse GGM and verify it against cvxpy", "graphopt.demo:main"),
 }
-
-BENCHMARKS: dict[str, tuple[str, str]] = {
-    "solvers": ("graphical lasso: scikit-learn vs ADMM vs BCD vs cvxpy; l2g_ggm speed-up",
-                "graphopt.bench.solvers:main"),
-    "l2g": ("l2g_ggm at the published size: fast method vs plain BCD vs released mode",
-            "graphopt.bench.l2g:main"),
-    "spectral": ("spectral filters: exact vs Chebyshev vs CG on k-NN graphs",
-                 "graphopt.bench.spectral:main"),
-    "peft": ("per-step cost of GGM vs LoRA vs full fine-tuning; allocation overhead",
-             "graphopt.bench.peft:main"),
-    "spectral-training": ("spectral regulariser / gradient filter: convergence evidence",
-                          "graphopt.bench.spectral_training:main"),
-    "study": ("methods x settings x seeds of graphopt finetune, resumable; results page",
-              "graphopt.bench.study:main"),
-}
-
 
 def _load(target: str):
     module_name, function_name = target.split(":")
@@ -60,11 +45,6 @@ def _dispatch(prog: str, table: dict[str, tuple[str, str]], argv: Sequence[str],
         parser = argparse.ArgumentParser(prog=prog)
         parser.error(f"unknown command {name!r}; choose from {', '.join(table)}")
     return int(_load(table[name][1])(argv[1:]) or 0)
-
-
-def _bench(argv: Sequence[str]) -> int:
-    """``graphopt bench NAME [options]``: run one benchmark (prints a table, writes JSON)."""
-    return _dispatch("graphopt bench", BENCHMARKS, argv, "Run one benchmark.")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -383,7 +383,9 @@ def test_benchmark_main_runs_and_reports_accurate_filters(tmp_path, capsys):
     its measured errors are what the filters guarantee."""
     import json
 
-    from graphopt.bench.spectral import main
+    from _benchmarks import load_benchmark
+
+    main = load_benchmark("spectral").main
 
     out = tmp_path / "spectral.json"
     argv = ["--sizes", "64", "--exact-max", "64", "--large", "300", "--orders", "30",

@@ -433,7 +433,7 @@ def test_trainer_callback_filters_in_pre_optimizer_step_and_adds_the_regulariser
 def _parser():
     import argparse
 
-    from graphopt.peft._options import add_options
+    from graphopt.peft.options import add_options
 
     parser = argparse.ArgumentParser()
     add_options(parser, SpectralConfig)
@@ -441,7 +441,7 @@ def _parser():
 
 
 def _config(argv):
-    from graphopt.peft._options import config_from_args
+    from graphopt.peft.options import config_from_args
 
     return config_from_args(SpectralConfig, _parser().parse_args(argv))
 
@@ -592,7 +592,9 @@ def test_coordination_combines_with_every_finetune_method(method):
 
 
 def test_benchmark_summary_counts_steps_to_90_percent_of_the_best_run():
-    from graphopt.bench.spectral_training import _summarise
+    from _benchmarks import load_benchmark
+
+    _summarise = load_benchmark("spectral_training")._summarise
 
     def run(config, seed, accs):
         return {"config": config, "seed": seed, "curve": list(zip([0, 5, 10], accs)),

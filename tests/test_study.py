@@ -1,4 +1,4 @@
-"""``graphopt bench study`` on the tiny BERT: runs, resumes without redoing, summarises, renders."""
+"""``python benchmarks/study.py`` on the tiny BERT: runs, resumes without redoing, summarises, renders."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from graphopt.bench import study
+from _benchmarks import load_benchmark
+
+study = load_benchmark("study")
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -69,7 +71,7 @@ def test_bad_setting_is_an_error():
 
 
 def test_compare_to_classifies_by_twice_the_welch_standard_error():
-    from graphopt.bench.study import compare_to
+    compare_to = study.compare_to
 
     rows = {
         "ggm": {"accuracy": (0.90, 0.01), "n_runs": 3, "trainable": 100.0},

@@ -17,7 +17,7 @@ from typing import Any
 
 from ._argtypes import (nonneg_float, nonneg_int, positive_float, positive_int,
                         regularization_option, steps_per_epoch_option, unit_interval)
-from ._options import option
+from .options import option
 
 __all__ = ["GGMConfig", "SpectralConfig", "TrainConfig", "SELECTION_POLICIES", "GROUP_STRUCTURES",
            "GRAPH_CHOICES", "FILTER_METHODS", "QKV_SUFFIXES", "CPU_STEPS_PER_EPOCH"]

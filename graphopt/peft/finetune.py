@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._options import add_options, config_from_args, options_dict
+from .options import add_options, config_from_args, options_dict
 from .config import CPU_STEPS_PER_EPOCH, GGMConfig, SpectralConfig, TrainConfig
 from .runtime import default_model_path
 

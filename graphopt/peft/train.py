@@ -29,7 +29,7 @@ from torch import nn
 from graphopt.peft.data import TextDataset
 from graphopt.peft.hooks import HookRunner, TrainingHook
 
-__all__ = ["EncodedDataset", "encode", "batches", "evaluate", "classification_metrics",
+__all__ = ["EncodedDataset", "encode", "batches", "collate", "evaluate", "classification_metrics",
            "peak_memory", "TrainResult", "train_model"]
 
 
@@ -54,9 +54,9 @@ def encode(tokenizer: Any, data: TextDataset, max_length: int) -> EncodedDataset
                           data.labels.copy())
 
 
-def _collate(data: EncodedDataset, idx: Sequence[int], pad_id: int,
+def collate(data: EncodedDataset, idx: Sequence[int], pad_id: int,
              device: torch.device) -> dict[str, torch.Tensor]:
-    """Right-pad a batch to its longest sequence."""
+    """The model inputs of examples ``idx``: right-padded to the batch's longest sequence."""
     length = max(len(data.input_ids[i]) for i in idx)
     ids = torch.full((len(idx), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(idx), length), dtype=torch.long)
@@ -106,7 +106,7 @@ def evaluate(model: nn.Module, data: EncodedDataset, *, batch_size: int, pad_id:
     preds, total_loss = [], torch.zeros((), device=device)
     for idx in tqdm(batches(len(data), batch_size, None), desc=desc, leave=False,
                     disable=not progress, file=sys.stderr):
-        out = model(**_collate(data, idx, pad_id, device))
+        out = model(**collate(data, idx, pad_id, device))
         total_loss += out.loss.detach().float() * len(idx)
         preds.append(out.logits.argmax(-1))
     model.train(was_training)
@@ -137,6 +137,7 @@ class TrainResult:
     step_phases: list[str] = field(default_factory=list)       # "phase" hooks reported
     step_losses: list[float] = field(default_factory=list)     # task loss per step
     hook_seconds: dict[str, list[float]] = field(default_factory=dict)  # per hook, per step
+    evaluations: list[tuple[int, dict[str, float]]] = field(default_factory=list)  # eval_every
     selection_step: int | None = None   # step after which a hook first reported "trained"
     train_s: float = 0.0
     eval_s: float = 0.0
@@ -154,7 +155,8 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
                 max_steps: int | None = None, seed: int = 0, weight_decay: float = 0.0,
                 rank: int = 0, world_size: int = 1, progress: bool = True,
                 count_trainable: Callable[[], int] | None = None,
-                eval_model: nn.Module | None = None) -> TrainResult:
+                eval_model: nn.Module | None = None, eval_every: int | None = None,
+                eval_each_epoch: bool = True) -> TrainResult:
     """Train for ``epochs`` × ``steps_per_epoch`` steps (or ``max_steps``), evaluating each epoch.
 
     Each epoch draws a fresh seeded permutation of the training set and takes its first
@@ -169,6 +171,10 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
     gradients are cleared. Reported losses are the task loss. A hook's ``step_info()``
     ``"phase"`` labels the step (default ``"train"``); the first step after which it reads
     ``"trained"`` is the selection step.
+
+    ``eval_every=N`` also evaluates after every N-th step and after the last one (recorded in
+    ``TrainResult.evaluations``; step 0 is the model before training);
+    ``eval_each_epoch=False`` skips the per-epoch validation.
     """
     from tqdm.auto import tqdm
 
@@ -185,6 +191,13 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
     hook_model = eval_model if eval_model is not None else model
     runner = HookRunner(hooks, hook_model, sync=lambda: _sync(device))
     runner.on_train_begin(steps_per_epoch)
+
+    def validate(desc: str) -> dict[str, float]:
+        return evaluate(hook_model, validation, batch_size=2 * batch_size, pad_id=pad_id,
+                        device=device, num_labels=num_labels, desc=desc, progress=show)
+
+    if eval_every:
+        result.evaluations.append((0, validate("validation")))
     model.train()
     for epoch in range(epochs):
         if step >= total:
@@ -200,7 +213,7 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
             c0 = time.process_time()
             phase = runner.step_info().get("phase", "train")
             local = idx[rank::world_size] if world_size > 1 else idx
-            out = model(**_collate(train, local, pad_id, device))
+            out = model(**collate(train, local, pad_id, device))
             objective = out.loss
             term = runner.loss_term()
             if term is not None:
@@ -232,11 +245,12 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
             postfix.update({k.removeprefix("spectral_"): f"{v:.3g}" for k, v in info.items()
                             if isinstance(v, float)})
             bar.set_postfix(postfix)
+            if eval_every and (step % eval_every == 0 or step == total):
+                result.evaluations.append((step, validate("validation")))
         bar.close()
         train_time = time.perf_counter() - t_epoch
         t_eval = time.perf_counter()
-        val = evaluate(hook_model, validation, batch_size=2 * batch_size, pad_id=pad_id,
-                       device=device, num_labels=num_labels, desc="validation", progress=show)
+        val = validate("validation") if eval_each_epoch else None
         eval_time = time.perf_counter() - t_eval
         result.train_s += train_time
         result.eval_s += eval_time
@@ -246,7 +260,7 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
         if "phase" in runner.step_info():
             record["phase_at_end"] = runner.step_info()["phase"]
         result.epochs.append(record)
-        if show:
+        if show and val is not None:
             print(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}  "
                   f"validation accuracy {val['accuracy']:.4f}  macro-F1 {val['macro_f1']:.4f}",
                   file=sys.stderr)

@@ -15,7 +15,7 @@ That share is taken from a full ``graphopt finetune`` run's metrics.json when
 ``--finetune-metrics`` is given (the whole-job target), and from the benchmark's own GGM run
 (relative to its training time) otherwise.
 
-Targets (issue 4): GGM step after selection <= 1.2x a LoRA step; allocator share <= 5 %.
+Targets (what makes the adapter worth using instead of LoRA): GGM step after selection <= 1.2x a LoRA step; allocator share <= 5 %.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from graphopt.peft.finetune import CPU_STEPS_PER_EPOCH
+from _common import RESULTS_DIR
+from graphopt.peft.config import CPU_STEPS_PER_EPOCH
 
 __all__ = ["main", "run_worker"]
 
@@ -40,7 +41,7 @@ OVERHEAD_TARGET = 0.05
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="graphopt bench peft", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="benchmarks/finetune_cost.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--methods", default="ggm,lora,full",
                    help="comma-separated methods to time (default: ggm,lora,full)")
     p.add_argument("--steps", type=int, default=8,
@@ -55,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per worker")
     p.add_argument("--finetune-metrics", type=Path, default=None,
                    help="metrics.json of a full `graphopt finetune` run (whole-job overhead)")
-    p.add_argument("--output", type=Path, default=Path("benchmarks/results/peft.json"))
+    p.add_argument("--output", type=Path, default=RESULTS_DIR / "peft.json")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-json", type=Path, default=None, help=argparse.SUPPRESS)
     return p
@@ -68,18 +69,19 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from graphopt.peft.data import load_splits
-    from graphopt.peft.finetune import _load_model, _resolve_device, default_model_path
-    from graphopt.peft.methods import DEFAULT_LR, MethodOptions, prepare_method
+    from graphopt.peft.config import GGMConfig
+    from graphopt.peft.methods import DEFAULT_LR, prepare_method
+    from graphopt.peft.runtime import default_model_path, load_classifier, resolve_device
     from graphopt.peft.train import encode, peak_memory, train_model
 
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     splits = load_splits(seed=0)
-    tok, model = _load_model(default_model_path(), splits.num_labels, splits.label_names, 0)
+    tok, model = load_classifier(default_model_path(), splits.num_labels, splits.label_names, 0)
     method = args.worker
     is_ggm = method == "ggm"
     total = args.steps + 1 + (args.warmup_steps + args.scoring_steps if is_ggm else 0)
@@ -89,7 +91,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     # A token validation set: the benchmark times training, not evaluation.
     val = encode(tok, splits.validation.subset(range(8)), args.max_length)
     model.to(device)
-    opts = MethodOptions(warmup_steps=args.warmup_steps, scoring_steps=args.scoring_steps)
+    opts = GGMConfig(warmup_steps=args.warmup_steps, scoring_steps=args.scoring_steps)
     t0 = time.perf_counter()
     prepared = prepare_method(method, model, opts, steps_per_epoch=total)
     prepared.model.to(device)
@@ -98,7 +100,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     res = train_model(prepared.model, train, val, num_labels=splits.num_labels, epochs=1,
                       steps_per_epoch=total, batch_size=args.batch_size,
                       lr=DEFAULT_LR[method], pad_id=tok.pad_token_id, device=device,
-                      allocator=prepared.allocator, progress=False,
+                      hooks=prepared.hooks, progress=False,
                       count_trainable=lambda: prepared.trainable_parameter_count()[0])
     times = np.array(res.step_times)
     cpu = np.array(res.step_cpu_times)
@@ -118,7 +120,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         **peak_memory(device),
     }
     if is_ggm:
-        alloc = np.array(res.allocator_times)
+        alloc = np.array(res.hook_seconds["ggm_allocator"])
         pre = times[phases != "trained"][1:]
         pre_cpu = cpu[phases != "trained"][1:]
         sel = res.selection_step
@@ -139,7 +141,7 @@ def run_worker(args: argparse.Namespace) -> dict[str, Any]:
 def _spawn(method: str, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "w.json"
-        cmd = [sys.executable, "-m", "graphopt.bench.peft", "--worker", method,
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", method,
                "--worker-json", str(path), "--steps", str(args.steps),
                "--warmup-steps", str(args.warmup_steps),
                "--scoring-steps", str(args.scoring_steps), "--batch-size", str(args.batch_size),
@@ -169,11 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     for name in ("steps", "batch_size", "max_length"):
         if getattr(args, name) <= 0:
-            print(f"graphopt bench peft: error: --{name.replace('_', '-')} must be > 0",
+            print(f"finetune_cost.py: error: --{name.replace('_', '-')} must be > 0",
                   file=sys.stderr)
             return 2
     if args.scoring_steps < 2 or args.warmup_steps < 0:
-        print("graphopt bench peft: error: --scoring-steps must be >= 2 and --warmup-steps >= 0",
+        print("finetune_cost.py: error: --scoring-steps must be >= 2 and --warmup-steps >= 0",
               file=sys.stderr)
         return 2
     if args.worker:
