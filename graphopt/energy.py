@@ -1,11 +1,11 @@
-"""Graph Dirichlet energy: the smoothness of node signals on a graph (ALGORITHMS.md §4).
+"""Graph Dirichlet energy: the smoothness of node signals on a graph (docs/algorithms.md §4).
 
 For a combinatorial Laplacian ``L = D − W`` and node signals X (rows = nodes),
 
     E(X) = tr(Xᵀ L X) = ½ Σ_ij W_ij ‖x_i − x_j‖² = Σ_k λ_k ‖(Uᵀ X)_k‖²,
 
-so it penalises the high graph-frequency content of X. The spectral regulariser of §4 is
-``R(Θ) = 2 E(Θ − Θ₀)``.
+so it penalises the high graph-frequency content of X. The spectral regulariser of
+docs/algorithms.md §4.4 is ``R_μ(Θ) = μ E(Θ − Θ₀)``.
 """
 
 from __future__ import annotations

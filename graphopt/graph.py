@@ -1,4 +1,4 @@
-"""Graphs over node vectors and their Laplacians (ALGORITHMS.md §4, "Graph construction").
+"""Graphs over node vectors and their Laplacians (docs/algorithms.md §4, "Graph construction").
 
 - :func:`knn_graph`: k-nearest-neighbour graph with a Gaussian kernel on distances
   ``W_ij = exp(-‖x_i − x_j‖² / σ²)`` or a cosine kernel ``W_ij = max(cos(x_i, x_j), 0)``,

@@ -1,4 +1,4 @@
-"""Spectral responses h(λ) for graph filters ``h(L) X = U h(Λ) Uᵀ X`` (ALGORITHMS.md §4).
+"""Spectral responses h(λ) for graph filters ``h(L) X = U h(Λ) Uᵀ X`` (docs/algorithms.md §4).
 
 - ``heat(t)``: ``h(λ) = exp(−tλ)`` (graph diffusion for time t),
 - ``tikhonov(a)``: ``h(λ) = 1 / (1 + aλ)``, i.e. ``h(L) X = (I + aL)^{-1} X``,

@@ -1,4 +1,4 @@
-"""Graph spectra and spectral filters ``h(L) X = U h(Λ) Uᵀ X`` (ALGORITHMS.md §4).
+"""Graph spectra and spectral filters ``h(L) X = U h(Λ) Uᵀ X`` (docs/algorithms.md §4).
 
 Three ways to apply a filter, one function each, dispatched by :class:`SpectralFilter`:
 

@@ -1,4 +1,4 @@
-"""From node importance samples to the nodes that keep training (ALGORITHMS.md §2-§3).
+"""From node importance samples to the nodes that keep training (docs/algorithms.md §2-§3).
 
 Pipeline for the ``"ggm"`` policy, with X the (T × n) sample matrix:
 

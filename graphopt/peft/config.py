@@ -1,6 +1,6 @@
 """``GGMConfig``: every knob of the principal-component adapter and its GGM allocation.
 
-The defaults are the published ones (ALGORITHMS.md §2-§3): r = 10 principal components per
+The defaults are the published ones (docs/algorithms.md §2-§3): r = 10 principal components per
 attention query/key/value matrix, scores with β₁ = β₂ = 0.85, k = 30 important nodes,
 K = 60 selected nodes, τ = 20, λ = 1000, g = 0.9, one warm-up epoch, one scoring epoch.
 The config is a plain dataclass, validated in ``__post_init__`` and JSON-serialisable.
@@ -73,13 +73,13 @@ class GGMConfig:
     selection : ``"ggm"`` | ``"random"`` | ``"top-importance"`` | ``"none"`` (pc-all).
     n_important : k, the important nodes I (top column means of the log scores).
     n_select : K, nodes kept trainable after selection (I plus the K − k best linked nodes).
-    tau, lam, g, omega_step : the ℓ2,g-GGM weights and Ω-update (ALGORITHMS.md §2).
+    tau, lam, g, omega_step : the ℓ2,g-GGM weights and Ω-update (docs/algorithms.md §2).
     select_by : rank non-important nodes by ‖Ω_{I,j}‖₂ (``"omega"``, released) or by
         ‖Δ_{I,j}‖₂ (``"delta"``).
     groups : ``"important"`` (published: the groups are Δ_{I,j}, j ∉ I) or ``"all"`` (the
         ablation without important nodes: the groups are the off-diagonal parts Δ_{−j,j} of
         every column, and the K nodes with the largest off-diagonal column norm are kept).
-    beta1, beta2 : EMA factors of the sensitivity Ī and uncertainty Ū (ALGORITHMS.md §3).
+    beta1, beta2 : EMA factors of the sensitivity Ī and uncertainty Ū (docs/algorithms.md §3).
     warmup_epochs, scoring_epochs : published schedule lengths, in epochs (may be fractional).
     warmup_steps, scoring_steps : when set, override the epoch lengths (optimiser steps).
     regularization : ridge ε for a singular S, passed to ``l2g_ggm``: ``"auto"`` (solver

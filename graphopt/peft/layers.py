@@ -1,6 +1,6 @@
 """The principal-component layer: a frozen residual plus r trainable rank-one nodes.
 
-For a target weight W (d_out × d_in) with SVD W = U diag(s) Vᵀ (ALGORITHMS.md §3):
+For a target weight W (d_out × d_in) with SVD W = U diag(s) Vᵀ (docs/algorithms.md §3):
 
     a_i = U[:, i],   b_i = s_i V[:, i],   W_res = W − Σ_{i<r} a_i⁰ b_i⁰ᵀ   (frozen)
     y = x W_resᵀ + (x Bᵀ) Aᵀ + bias,      A = [a_0 … a_{r−1}] (d_out × r),  B = [b_0; …] (r × d_in)

@@ -1,4 +1,4 @@
-"""Parameter graphs: a model's trainable parameters as graph nodes (ALGORITHMS.md §4).
+"""Parameter graphs: a model's trainable parameters as graph nodes (docs/algorithms.md §4).
 
 A *node* is a vector θ_i assembled from one or more parameter pieces; nodes whose pieces have
 the same shapes form a *block* and each block gets its own graph W_b and Laplacian L_b

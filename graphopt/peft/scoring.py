@@ -1,4 +1,4 @@
-"""Per-node importance samples: AdaLoRA sensitivity × uncertainty EMAs (ALGORITHMS.md §3).
+"""Per-node importance samples: AdaLoRA sensitivity × uncertainty EMAs (docs/algorithms.md §3).
 
 For every node parameter p, after each optimiser step of the scoring phase, elementwise:
 

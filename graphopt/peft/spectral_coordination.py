@@ -46,7 +46,7 @@ __all__ = [
 class SignalRecorder:
     """Per-step node sensitivities s_i = mean |θ ⊙ ∇θ| over each node, last ``window`` steps.
 
-    The same statistic as the importance samples of ALGORITHMS.md §3 (before smoothing);
+    The same statistic as the importance samples of docs/algorithms.md §3 (before smoothing);
     stored per block as a ring buffer, so ``signals()`` gives each block's n × T matrix of
     log scores (−inf clipped to −200, as in §3) for :func:`graphopt.graph.similarity_graph`.
     """

@@ -2,7 +2,7 @@
 
 Between ``loss.backward()`` and ``optimizer.step()``, for every block b (rows = nodes),
 
-    G_b ← (1 − β) G_b + β h(L_b) G_b,     h(L) = U h(Λ) Uᵀ   (ALGORITHMS.md §4),
+    G_b ← (1 − β) G_b + β h(L_b) G_b,     h(L) = U h(Λ) Uᵀ   (docs/algorithms.md §4),
 
 with a low-pass response h (heat exp(−tλ), Tikhonov 1/(1+aλ), ideal low-pass k, or a callable)
 applied by :class:`graphopt.spectral.SpectralFilter` (``"exact"`` eigenpairs or ``"chebyshev"``

@@ -1,4 +1,4 @@
-"""Spectral regulariser: the graph Dirichlet energy of the parameter update (ALGORITHMS.md §4).
+"""Spectral regulariser: the graph Dirichlet energy of the parameter update (docs/algorithms.md §4).
 
 For every block b of a :class:`~graphopt.peft.param_graph.ParameterGraph` (rows = nodes),
 
