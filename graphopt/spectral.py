@@ -40,7 +40,8 @@ __all__ = [
     "parse_response",
 ]
 
-METHODS = ("exact", "chebyshev", "solve")
+#: How a SpectralFilter applies h(L): eigenpairs, a Chebyshev polynomial, or a linear solve.
+SPECTRAL_FILTER_METHODS = ("exact", "chebyshev", "solve")
 
 # Below this many nodes a partial spectrum is taken from the full dense eigh (exact and
 # cheap); above it, from SciPy's shift-invert Lanczos.
@@ -165,8 +166,8 @@ class SpectralFilter:
         max_iter: int = 1000,
         validate: bool = True,
     ) -> None:
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if method not in SPECTRAL_FILTER_METHODS:
+            raise ValueError(f"method must be one of {SPECTRAL_FILTER_METHODS}, got {method!r}")
         self.response = as_response(response)
         self.method = method
         self.validate = validate
