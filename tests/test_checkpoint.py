@@ -366,3 +366,32 @@ def test_plot_curves_checks_its_inputs(tmp_path):
     assert path.read_bytes()[:8] == PNG
     with pytest.raises(ValueError, match="phases has 3 entries"):
         plot_curves([1.0, 0.5], epochs, tmp_path / "d.png", phases=["a"] * 3)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_sigkill_then_resume(tiny, tmp_path):
+    """torchrun, 2 gloo processes: rank 0 writes the checkpoints, both ranks are killed inside
+    step 7 (after the selection), both resume; the result equals the uninterrupted DDP run."""
+    driver = tmp_path / "kill_driver.py"
+    driver.write_text(KILL_DRIVER)
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    extra = [*GGM, "--epochs", "2", "--spectral-filter", "heat:t=0.5", "--spectral-k", "3"]
+
+    def launch(*cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*torchrun, *cmd], env=env, capture_output=True, text=True,
+                              timeout=400)
+
+    ref, out = tmp_path / "ref", tmp_path / "run"
+    proc = launch("-m", "graphopt.peft.finetune", *_argv(tiny, ref, *extra))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = launch(str(driver), "step", "7", *_argv(tiny, out, *extra, "--save-every", "2"))
+    assert proc.returncode != 0 and not (out / "metrics.json").exists()
+    assert find_checkpoint(out).name == "step-00000006"
+    proc = launch("-m", "graphopt.peft.finetune", "--resume", str(out),
+                  *_argv(tiny, out, *extra, "--save-every", "2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m, r = (json.loads((d / "metrics.json").read_text()) for d in (out, ref))
+    assert m["resumed_from"]["step"] == 6 and m["resolved"]["processes"] == 2
+    assert _comparable(m) == _comparable(r)
+    _assert_same_outputs(out, ref)
