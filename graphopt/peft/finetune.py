@@ -194,10 +194,9 @@ def run_fingerprint(run: PreparedRun) -> dict[str, Any]:
     sp = run.splits
     data = fingerprint_data(sp.label_names, *[
         (d.texts, d.text_pairs, d.labels) for d in (sp.train, sp.validation, sp.test)])
-    return {"config": config,
-            "resolved": {"lr": run.lr, "steps_per_epoch": run.steps_per_epoch,
-                         "processes": run.world},
-            "model": run.model_fingerprint, "data": data}
+    config.update({"lr (resolved)": run.lr, "steps_per_epoch (resolved)": run.steps_per_epoch,
+                   "processes": run.world})
+    return {"config": config, "model": run.model_fingerprint, "data": data}
 
 
 def train_run(run: PreparedRun) -> Any:
