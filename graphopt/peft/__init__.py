@@ -7,7 +7,9 @@ training is a :class:`TrainingHook`: the GGM allocation (:class:`GGMAllocator`) 
 spectral coordination (:class:`SpectralCoordination`: Dirichlet regulariser and gradient
 filter). Hooks run in :func:`~graphopt.peft.train.train_model`, in a plain loop through
 :func:`attach_to_optimizer`, in ``transformers.Trainer`` through :class:`GraphoptCallback`,
-or from the CLI (``graphopt finetune``). :class:`GGMConfig`, :class:`SpectralConfig` and
+or from the CLI (``graphopt finetune``). :func:`save_checkpoint` / :func:`load_checkpoint`
+checkpoint and resume any of these loops (model, optimiser, hook states, RNG states).
+:class:`GGMConfig`, :class:`SpectralConfig` and
 :class:`TrainConfig` hold every default.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from .allocation import Allocation, allocate
 from .allocator import GGMAllocator
+from .checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
 from .config import SELECTION_POLICIES, GGMConfig, SpectralConfig, TrainConfig
 from .hooks import GraphoptCallback, TrainingHook, attach_to_optimizer, extra_loss
 from .export import LoRAExport, export_lora
@@ -52,4 +55,7 @@ __all__ = [
     "SpectralGradientFilter",
     "SpectralCoordination",
     "build_spectral_coordination",
+    "save_checkpoint",
+    "load_checkpoint",
+    "find_checkpoint",
 ]

@@ -20,7 +20,8 @@ from ._argtypes import (nonneg_float, nonneg_int, positive_float, positive_int,
 from .options import option
 
 __all__ = ["GGMConfig", "SpectralConfig", "TrainConfig", "SELECTION_POLICIES", "GROUP_STRUCTURES",
-           "GRAPH_CHOICES", "FILTER_METHODS", "QKV_SUFFIXES", "CPU_STEPS_PER_EPOCH"]
+           "GRAPH_CHOICES", "FILTER_METHODS", "QKV_SUFFIXES", "CPU_STEPS_PER_EPOCH",
+           "CHECKPOINTS_KEPT"]
 
 #: Allocation policies: the GGM, two same-budget baselines, and "none" (= pc-all, no freezing).
 SELECTION_POLICIES = ("ggm", "random", "top-importance", "none")
@@ -320,6 +321,9 @@ class SpectralConfig:
 #: Default cap on optimiser steps per epoch on a CPU (``steps_per_epoch=None``, "auto").
 CPU_STEPS_PER_EPOCH = 32
 
+#: Complete checkpoints kept per run (older ones are deleted after each save).
+CHECKPOINTS_KEPT = 2
+
 
 @dataclass
 class TrainConfig:
@@ -363,9 +367,17 @@ class TrainConfig:
     output_dir: Path | None = option(None, type=Path,
                                      help="where results go (default: runs/finetune-<method>)")
     progress: bool = option(True, negate="--no-progress", help="hide progress bars")
+    save_every: int | None = option(None, type=positive_int, metavar="N",
+                                    help="write a checkpoint every N optimiser steps into "
+                                         f"OUTPUT_DIR/checkpoints (the last "
+                                         f"{CHECKPOINTS_KEPT} are kept)")
+    resume: Path | None = option(None, type=Path, metavar="RUN_DIR",
+                                 help="continue the run in RUN_DIR from its last complete "
+                                      "checkpoint (refused if the config, model or data "
+                                      "differ); results go to RUN_DIR unless --output-dir")
 
     def __post_init__(self) -> None:
-        for name in ("model", "data", "output_dir"):
+        for name in ("model", "data", "output_dir", "resume"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 setattr(self, name, Path(value))
@@ -378,7 +390,10 @@ class TrainConfig:
             raise ValueError("text_pair_column needs text_column as well")
         for name in ("max_length", "epochs", "batch_size"):
             _positive_int(name, getattr(self, name))
-        for name in ("few_shot", "max_steps", "threads"):
+        if self.resume is not None and not self.resume.is_dir():
+            raise ValueError(f"resume {str(self.resume)!r} is not a directory (give the run "
+                             "directory of the run to continue)")
+        for name in ("few_shot", "max_steps", "threads", "save_every"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
         if self.steps_per_epoch is not None:
@@ -390,8 +405,8 @@ class TrainConfig:
             raise TypeError(f"seed must be an int, got {type(self.seed).__name__}")
 
     def resolved_output_dir(self) -> Path:
-        """``output_dir``, or ``runs/finetune-<method>``."""
-        return self.output_dir or Path("runs") / f"finetune-{self.method}"
+        """``output_dir``, else the run directory being resumed, else ``runs/finetune-<method>``."""
+        return self.output_dir or self.resume or Path("runs") / f"finetune-{self.method}"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable (paths as strings)."""

@@ -6,8 +6,10 @@ published schedule (1 warm-up epoch, 1 scoring epoch, selection, 1 training epoc
 each epoch is capped at 32 steps of 16 examples (a fresh random subset each epoch) so the run
 fits in a few minutes on two cores; ``--steps-per-epoch 0`` trains on full epochs.
 
-Writes into ``--output-dir``: ``metrics.json``, ``adapter/`` (the trained adapter), and for
-the GGM family ``allocation/`` and ``selected_nodes.png``. See docs/finetune.md.
+Writes into ``--output-dir``: ``metrics.json``, ``curves.png`` (training loss per step,
+validation accuracy and macro-F1 per epoch), ``adapter/`` (the trained adapter), for the GGM
+family ``allocation/`` and ``selected_nodes.png``, and with ``--save-every N``
+``checkpoints/`` that ``--resume RUN_DIR`` continues from. See docs/finetune.md.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ from .config import CPU_STEPS_PER_EPOCH, GGMConfig, SpectralConfig, TrainConfig
 from .runtime import default_model_path
 
 __all__ = ["main", "build_parser", "configs_from_args", "run", "prepare_run", "train_run",
-           "report_run", "PreparedRun", "default_model_path", "CPU_STEPS_PER_EPOCH"]
+           "report_run", "run_fingerprint", "PreparedRun", "RESUME_MAY_CHANGE",
+           "default_model_path", "CPU_STEPS_PER_EPOCH"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +89,8 @@ class PreparedRun:
     total_params: int
     t_start: float
     t_loaded: float
+    model_fingerprint: str | None = None
+    resumed_from: dict[str, Any] | None = None
 
 
 def prepare_run(train: TrainConfig, ggm: GGMConfig, spectral: SpectralConfig) -> PreparedRun:
@@ -118,6 +123,12 @@ def prepare_run(train: TrainConfig, ggm: GGMConfig, spectral: SpectralConfig) ->
                          label_column=train.label_column)
     tokenizer, base = load_classifier(model_path, splits.num_labels, splits.label_names,
                                       train.seed)
+    model_fingerprint = None
+    if train.save_every is not None or train.resume is not None:
+        from graphopt.peft.checkpoint import fingerprint_tensors
+
+        # The loaded weights (and seeded head) before the method changes them.
+        model_fingerprint = fingerprint_tensors(base)
     t_loaded = time.perf_counter()
     encoded = {name: encode(tokenizer, getattr(splits, name), train.max_length)
                for name in ("train", "validation", "test")}
@@ -157,19 +168,53 @@ def prepare_run(train: TrainConfig, ggm: GGMConfig, spectral: SpectralConfig) ->
         tokenizer=tokenizer, encoded=encoded, steps_per_epoch=steps_per_epoch,
         full_epoch=full_epoch, prepared=prepared, train_module=train_module,
         spectral=coordination, trainable0=trainable0, total_params=total_params,
-        t_start=t_start, t_loaded=t_loaded)
+        t_start=t_start, t_loaded=t_loaded, model_fingerprint=model_fingerprint)
 
 
 def _pad_id(run: PreparedRun) -> int:
     return run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
 
 
+#: TrainConfig options a resumed run may change: where things are and how the run is shown
+#: or checkpointed. The model and data are compared by content instead of by path.
+RESUME_MAY_CHANGE = ("model", "data", "device", "threads", "output_dir", "progress",
+                     "save_every", "resume")
+
+
+def run_fingerprint(run: PreparedRun) -> dict[str, Any]:
+    """What a checkpoint of this run must match to be resumed: the options that change the
+    computation, the resolved learning rate / steps per epoch / processes, the SHA-256 of
+    the loaded model's tensors and of the splits' texts and labels."""
+    from graphopt.peft.checkpoint import fingerprint_data
+
+    config = {**options_dict(TrainConfig, run.train), **options_dict(GGMConfig, run.ggm),
+              **options_dict(SpectralConfig, run.spectral_config)}
+    for key in RESUME_MAY_CHANGE:
+        config.pop(key, None)
+    sp = run.splits
+    data = fingerprint_data(sp.label_names, *[
+        (d.texts, d.text_pairs, d.labels) for d in (sp.train, sp.validation, sp.test)])
+    config.update({"lr (resolved)": run.lr, "steps_per_epoch (resolved)": run.steps_per_epoch,
+                   "processes": run.world})
+    return {"config": config, "model": run.model_fingerprint, "data": data}
+
+
 def train_run(run: PreparedRun) -> Any:
-    """The training loop over the method's hooks plus the spectral hook; returns TrainResult."""
+    """The training loop over the method's hooks plus the spectral hook; returns TrainResult.
+
+    ``--save-every`` / ``--resume``: checkpoints go to ``OUTPUT_DIR/checkpoints``; the
+    checkpoint resumed from is recorded in ``run.resumed_from``.
+    """
     from graphopt.peft.train import train_model
 
     hooks = run.prepared.hooks + ([run.spectral] if run.spectral is not None else [])
     t = run.train
+    checkpointing = t.save_every is not None or t.resume is not None
+    fingerprint = run_fingerprint(run) if checkpointing else None
+
+    def on_resume(ckpt: Any) -> None:
+        run.resumed_from = {"checkpoint": str(ckpt.path), "step": ckpt.step}
+
     return train_model(
         run.train_module, run.encoded["train"], run.encoded["validation"],
         num_labels=run.splits.num_labels, epochs=t.epochs, steps_per_epoch=run.steps_per_epoch,
@@ -177,7 +222,9 @@ def train_run(run: PreparedRun) -> Any:
         hooks=hooks, max_steps=t.max_steps, seed=t.seed, weight_decay=t.weight_decay,
         rank=run.rank, world_size=run.world, progress=t.progress and run.rank == 0,
         count_trainable=lambda: run.prepared.trainable_parameter_count()[0],
-        eval_model=run.prepared.model)
+        eval_model=run.prepared.model, save_every=t.save_every,
+        checkpoint_dir=run.output_dir / "checkpoints", resume_from=t.resume,
+        fingerprint=fingerprint, on_resume=on_resume)
 
 
 def _phase_summary(times: list[float], phases: list[str]) -> dict[str, dict[str, float]]:
@@ -195,6 +242,7 @@ def report_run(run: PreparedRun, result: Any, t_train: float) -> dict[str, Any]:
     import numpy as np
     import torch
 
+    from graphopt.peft.curves import plot_curves
     from graphopt.peft.report import format_table, result_row, write_json_atomic
     from graphopt.peft.train import evaluate, peak_memory
 
@@ -220,6 +268,12 @@ def report_run(run: PreparedRun, result: Any, t_train: float) -> dict[str, Any]:
         elif prepared.allocator is not None:
             print("warning: training stopped before the selection step (warm-up + scoring "
                   "steps exceed the steps run); no allocation was made", file=sys.stderr)
+        plot_curves(result.step_losses, result.epochs, output_dir / "curves.png",
+                    phases=result.step_phases, title=f"graphopt finetune --method "
+                                                     f"{prepared.method}")
+        outputs["curves"] = "curves.png"
+        if run.train.save_every is not None:
+            outputs["checkpoints"] = "checkpoints"
     t_end = time.perf_counter()
 
     steps = len(result.step_times)
@@ -263,6 +317,7 @@ def report_run(run: PreparedRun, result: Any, t_train: float) -> dict[str, Any]:
         "spectral": spectral.summary() if spectral is not None else None,
         "peak_memory": peak_memory(run.device),
         "outputs": outputs,
+        "resumed_from": run.resumed_from,
     }
     if allocation is not None:
         metrics["allocation"] = {"regularization": allocation.regularization,

@@ -71,6 +71,14 @@ class SignalRecorder:
     def reset(self) -> None:
         self._buf = {}
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Each block's buffered scores, oldest first (T_b × n_b, on the CPU)."""
+        return {name: torch.stack(list(buf)).cpu() for name, buf in self._buf.items() if buf}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], device: torch.device) -> None:
+        self._buf = {name: deque(x.to(device).unbind(0), maxlen=self.window)
+                     for name, x in state.items()}
+
     def ready(self) -> bool:
         return bool(self._buf) and all(len(b) == self.window for b in self._buf.values())
 
@@ -115,6 +123,8 @@ class SpectralCoordination(TrainingHook):
         self._pending_reg: torch.Tensor | None = None
         self._t_loss = 0.0
         self._signature = graph.active_signature()
+        # The scores the current graph was built from (a checkpoint rebuilds it from them).
+        self._graph_signals: dict[str, torch.Tensor] | None = None
 
     # -- hooks ---------------------------------------------------------------------------
     def loss_term(self, model: nn.Module | None = None) -> torch.Tensor | None:
@@ -138,7 +148,8 @@ class SpectralCoordination(TrainingHook):
             first = not self.graph.blocks and self.recorder.ready()
             due = self.rebuild_every > 0 and self.steps % self.rebuild_every == 0 and self.recorder.ready()
             if first or due:
-                self.graph.rebuild(self.recorder.signals())
+                self._graph_signals = self.recorder.signals()
+                self.graph.rebuild(self._graph_signals)
         elif self.rebuild_every > 0 and self.steps % self.rebuild_every == 0:
             self.graph.rebuild()
         removed = self.filter(model) if self.filter is not None else None
@@ -156,6 +167,7 @@ class SpectralCoordination(TrainingHook):
         """
         if self.recorder is not None:
             self.recorder.reset()
+        self._graph_signals = None
         self.graph.rebuild()  # a scores graph has no blocks until its new window is full
         self._signature = self.graph.active_signature()
 
@@ -168,16 +180,51 @@ class SpectralCoordination(TrainingHook):
         return {k: v for k, v in self.metrics().items() if math.isfinite(v)}
 
     def state_dict(self) -> dict[str, Any]:
-        """Step count and per-step histories (the graph is rebuilt from the model)."""
-        return {"steps": self.steps, "reg_history": list(self.reg_history),
-                "removed_history": list(self.removed_history),
-                "hook_seconds": list(self.hook_seconds)}
+        """Everything a resumed run needs to continue exactly.
+
+        Step count, per-step histories, the trainable-node signature the graph was last
+        built for, and for a scores graph the recorder's window and the scores the current
+        graph was built from. A k-NN or rows graph is not stored: it is a function of the
+        pretrained values (snapshot at construction) and of the trainable nodes.
+        """
+        state: dict[str, Any] = {
+            "steps": self.steps, "reg_history": list(self.reg_history),
+            "removed_history": list(self.removed_history),
+            "hook_seconds": list(self.hook_seconds), "signature": list(self._signature),
+            "filter_steps": self.filter.steps if self.filter is not None else 0,
+            "graph_signals": None if self._graph_signals is None else
+            {k: v.detach().cpu() for k, v in self._graph_signals.items()},
+            "recorder": None}
+        if self.recorder is not None:
+            state["recorder"] = self.recorder.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`; call it after the allocator's (the trainable nodes
+        must already be the saved ones) and before the next step."""
+        signature = tuple(bool(v) for v in state["signature"])
+        if len(signature) != len(self.graph.nodes):
+            raise ValueError(f"the saved spectral state covers {len(signature)} graph nodes, "
+                             f"this graph has {len(self.graph.nodes)}")
+        if (state["recorder"] is not None) != (self.recorder is not None):
+            raise ValueError("the saved spectral state was made with another --spectral-graph")
         self.steps = int(state["steps"])
         self.reg_history = list(state["reg_history"])
         self.removed_history = list(state["removed_history"])
         self.hook_seconds = list(state["hook_seconds"])
+        if self.filter is not None:
+            self.filter.steps = int(state["filter_steps"])
+        device = self.graph.nodes[0].pieces[0].param.device
+        if self.recorder is not None:
+            self.recorder.load_state_dict(state["recorder"], device)
+        signals = state["graph_signals"]
+        self._graph_signals = (None if signals is None else
+                               {k: v.to(device) for k, v in signals.items()})
+        self._signature = signature
+        # A selection the hook has not seen yet (saved right after the selection step) is
+        # detected at the next step, which rebuilds anyway; otherwise rebuild the saved graph.
+        if self.graph.active_signature() == signature:
+            self.graph.rebuild(self._graph_signals)
 
     # -- reports -------------------------------------------------------------------------
     def metrics(self) -> dict[str, float]:

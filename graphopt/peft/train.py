@@ -14,7 +14,9 @@ each process trains on its slice of every global batch; evaluation runs on every
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import resource
 import sys
 import time
@@ -149,6 +151,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def _result_state(result: TrainResult, runner: HookRunner) -> dict[str, Any]:
+    state = dataclasses.asdict(result)
+    state["hook_seconds"] = {k: list(v) for k, v in runner.seconds.items()}
+    return state
+
+
 def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedDataset, *,
                 num_labels: int, epochs: int, steps_per_epoch: int, batch_size: int, lr: float,
                 pad_id: int, device: torch.device, hooks: Sequence[TrainingHook] = (),
@@ -156,7 +164,11 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
                 rank: int = 0, world_size: int = 1, progress: bool = True,
                 count_trainable: Callable[[], int] | None = None,
                 eval_model: nn.Module | None = None, eval_every: int | None = None,
-                eval_each_epoch: bool = True) -> TrainResult:
+                eval_each_epoch: bool = True, save_every: int | None = None,
+                checkpoint_dir: str | os.PathLike[str] | None = None,
+                resume_from: str | os.PathLike[str] | None = None,
+                fingerprint: dict[str, Any] | None = None,
+                on_resume: Callable[[Any], None] | None = None) -> TrainResult:
     """Train for ``epochs`` × ``steps_per_epoch`` steps (or ``max_steps``), evaluating each epoch.
 
     Each epoch draws a fresh seeded permutation of the training set and takes its first
@@ -175,9 +187,24 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
     ``eval_every=N`` also evaluates after every N-th step and after the last one (recorded in
     ``TrainResult.evaluations``; step 0 is the model before training);
     ``eval_each_epoch=False`` skips the per-epoch validation.
+
+    Checkpoints (:mod:`graphopt.peft.checkpoint`): with ``save_every`` = N, the state after
+    every N-th optimiser step is written to ``checkpoint_dir`` (after the epoch's validation
+    when the step ends an epoch); ``resume_from`` continues from the last complete
+    checkpoint there, which must carry the same ``fingerprint``. The data order is restored
+    by replaying the epoch's permutation from its saved generator state and skipping the
+    batches already done, so a resumed run takes the same steps, with the same dropout
+    masks, as an uninterrupted one. ``on_resume(checkpoint)`` is called once it is loaded.
     """
     from tqdm.auto import tqdm
 
+    from graphopt.peft.checkpoint import load_checkpoint, save_checkpoint
+
+    if save_every is not None and (isinstance(save_every, bool) or not isinstance(save_every, int)
+                                   or save_every < 1):
+        raise ValueError(f"save_every must be a positive int, got {save_every!r}")
+    if save_every is not None and checkpoint_dir is None:
+        raise ValueError("save_every needs checkpoint_dir")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
@@ -191,23 +218,54 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
     hook_model = eval_model if eval_model is not None else model
     runner = HookRunner(hooks, hook_model, sync=lambda: _sync(device))
     runner.on_train_begin(steps_per_epoch)
+    # Where the loop is: the epoch, batches of it done, the data-order generator's state
+    # before the epoch's permutation, and the epoch's training seconds so far.
+    start_epoch, position, epoch_seconds = 0, 0, 0.0
+    order_state = rng.bit_generator.state
+    if resume_from is not None:
+        ckpt = load_checkpoint(resume_from, model=hook_model, optimizer=optimizer,
+                               hooks=runner.hooks, fingerprint=fingerprint)
+        loop = ckpt.loop
+        saved = loop["result"]
+        runner.seconds = {k: list(v) for k, v in saved.pop("hook_seconds").items()}
+        result = TrainResult(**saved, hook_seconds=runner.seconds)
+        step = ckpt.step
+        start_epoch, position = int(loop["epoch"]), int(loop["position"])
+        epoch_seconds = float(loop["epoch_train_s"])
+        order_state = loop["order_rng_state"]
+        if show:
+            print(f"resumed from {ckpt.path} at step {step}", file=sys.stderr)
+        if on_resume is not None:
+            on_resume(ckpt)
+
+    def save(epoch: int, pos: int, epoch_s: float, state: dict[str, Any]) -> None:
+        save_checkpoint(checkpoint_dir, step=step, model=hook_model, optimizer=optimizer,
+                        hooks=runner.hooks, fingerprint=fingerprint,
+                        loop={"epoch": epoch, "position": pos, "epoch_train_s": epoch_s,
+                              "order_rng_state": state,
+                              "result": _result_state(result, runner)})
+
 
     def validate(desc: str) -> dict[str, float]:
         return evaluate(hook_model, validation, batch_size=2 * batch_size, pad_id=pad_id,
                         device=device, num_labels=num_labels, desc=desc, progress=show)
 
-    if eval_every:
+    if eval_every and step == 0:
         result.evaluations.append((0, validate("validation")))
     model.train()
-    for epoch in range(epochs):
-        if step >= total:
+    for epoch in range(start_epoch, epochs):
+        if step >= total and position == 0:
             break
-        t_epoch = time.perf_counter()
+        t_epoch = time.perf_counter() - epoch_seconds
+        rng.bit_generator.state = order_state
         epoch_batches = batches(len(train), batch_size, rng)[:steps_per_epoch]
-        losses = []
-        bar = tqdm(epoch_batches[:total - step], desc=f"epoch {epoch + 1}/{epochs}",
-                   disable=not show, file=sys.stderr, dynamic_ncols=True)
-        for idx in bar:
+        # Steps of this epoch already taken before a resume (their losses are in result).
+        losses = result.step_losses[len(result.step_losses) - position:] if position else []
+        todo = epoch_batches[position:position + total - step]
+        bar = tqdm(todo, desc=f"epoch {epoch + 1}/{epochs}", initial=position,
+                   total=position + len(todo), disable=not show, file=sys.stderr,
+                   dynamic_ncols=True)
+        for i, idx in enumerate(bar):
             _sync(device)
             t0 = time.perf_counter()
             c0 = time.process_time()
@@ -247,7 +305,12 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
             bar.set_postfix(postfix)
             if eval_every and (step % eval_every == 0 or step == total):
                 result.evaluations.append((step, validate("validation")))
+            # The step that ends this epoch's batches is saved after the validation below.
+            if save_every is not None and step % save_every == 0 and i < len(todo) - 1:
+                save(epoch, position + i + 1, time.perf_counter() - t_epoch, order_state)
         bar.close()
+        position = 0
+        order_state = rng.bit_generator.state  # after this epoch's permutation
         train_time = time.perf_counter() - t_epoch
         t_eval = time.perf_counter()
         val = validate("validation") if eval_each_epoch else None
@@ -264,6 +327,8 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
             print(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}  "
                   f"validation accuracy {val['accuracy']:.4f}  macro-F1 {val['macro_f1']:.4f}",
                   file=sys.stderr)
+        if save_every is not None and step % save_every == 0 and todo:
+            save(epoch + 1, 0, 0.0, order_state)
     runner.on_train_end()
     result.hook_seconds = runner.seconds
     return result
