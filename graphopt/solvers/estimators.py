@@ -58,6 +58,8 @@ class _GraphicalLassoBase(EmpiricalCovariance):
         self.n_iter_ = int(res.n_iter)
         self.converged_ = bool(res.converged)
         self.dual_gap_ = float(res.dual_gap)
+        self.relative_gap_ = float(res.relative_gap)
+        self.dual_covariance_ = res.dual_covariance
 
     def get_precision(self) -> np.ndarray:
         """The estimated precision matrix Θ (sparse, positive definite)."""
@@ -85,7 +87,10 @@ class GraphicalLasso(_GraphicalLassoBase):
     precision_ : Θ, the estimated sparse precision matrix.
     n_iter_ : iterations the solver ran.
     converged_ : whether the solver met ``tol``.
-    dual_gap_ : the duality gap certificate of the returned Θ.
+    dual_gap_ : the certified gap f(Θ) − (log det W̃ + p) ≥ f(Θ) − f* of the returned Θ (≥ 0).
+    relative_gap_ : dual_gap_ / max(|f(Θ)|, 1), the quantity ``tol`` bounds.
+    dual_covariance_ : W̃, the dual-feasible point that certifies it (recompute the bound
+        with NumPy: see docs/solvers.md).
     """
 
     def __init__(self, alpha: float = 0.01, *, method: str = "admm",
@@ -136,7 +141,8 @@ class GraphicalLassoCV(_GraphicalLassoBase):
     alpha_ : the selected α.
     cv_results_ : dict with "alphas", "split{k}_test_score", "mean_test_score" and
         "std_test_score" (sorted by decreasing α).
-    location_, covariance_, precision_, n_iter_, converged_, dual_gap_ : those of
+    location_, covariance_, precision_, n_iter_, converged_, dual_gap_, relative_gap_,
+    dual_covariance_ : those of
         :class:`GraphicalLasso` refitted at ``alpha_`` on all of X.
     """
 

@@ -24,12 +24,12 @@ from ..exceptions import ConvergenceWarning
 from ._admm import admm
 from ._bcd import bcd
 from ._certificates import (
-    dual_objective,
+    best_dual_point,
+    certified_gap,
     kkt_violation,
     penalty_mask,
     primal_objective,
-    project_dual,
-    sklearn_gap,
+    relative_gap,
     spd_inverse,
 )
 from ._result import GraphicalLassoResult
@@ -107,20 +107,20 @@ def _finalise(S: torch.Tensor, sol: dict, alpha: torch.Tensor, mask: torch.Tenso
     S64, t64, a64, m64 = S.double(), theta.double(), alpha.double(), mask.double()
     W, is_pd = spd_inverse(t64)
     obj = primal_objective(S64, t64, a64, m64)
-    dual = dual_objective(S64, project_dual(S64, W, a64, m64))
-    if sol.get("dual") is not None:
-        # The solver's own dual iterate is feasible by construction (ADMM: S + ρU; BCD: the
-        # projected W); the certificate uses whichever dual point is better.
-        own = dual_objective(S64, project_dual(S64, sol["dual"].double(), a64, m64))
-        dual = torch.maximum(dual, own)
+    # W̃: the best dual-feasible point the solver has, the projection of Θ⁻¹ and the solver's
+    # own dual iterate (ADMM: S + ρU; BCD: its projected W), whichever has the larger d.
+    candidates = [W] + ([sol["dual"]] if sol.get("dual") is not None else [])
+    dual_cov, dual = best_dual_point(S64, a64, m64, candidates)
+    gap = certified_gap(obj, dual)
     return {
         "precision": theta,
         "covariance": W.to(theta.dtype),
         "objective": obj,
-        "gap_bound": obj - dual,
-        "dual_gap": sklearn_gap(S64, t64, a64, m64),
+        "dual_gap": gap,
+        "relative_gap": relative_gap(gap, obj),
+        "dual_covariance": dual_cov,
         "kkt": kkt_violation(S64, t64, W, a64, m64),
-        "pd": is_pd,
+        "pd": is_pd & torch.isfinite(gap),
     }
 
 
@@ -154,9 +154,10 @@ def graphical_lasso(
     Returns
     -------
     GraphicalLassoResult with NumPy arrays for NumPy input and tensors (same device and dtype)
-    for tensor input. ``dual_gap`` is tr(SΘ) − p + α Σ|Θ_ij| at the returned Θ, and
-    ``history["gap_bound"]`` the certified gap f(Θ) − d(W) at every check. For a batch, the
-    certificates, ``n_iter`` and ``converged`` have shape (B,).
+    for tensor input. ``dual_gap`` is the certified gap f(Θ) − (log det W̃ + p) ≥ 0 with W̃ =
+    ``dual_covariance`` (float64) a dual-feasible point, ``relative_gap`` = dual_gap /
+    max(|f|, 1), and ``history["gap_bound"]`` the certified gap at every check. For a batch,
+    the certificates, ``n_iter`` and ``converged`` have shape (B,).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {sorted(METHODS)}, got {method!r}")
@@ -189,7 +190,7 @@ def graphical_lasso(
         warnings.warn(
             f"graphical_lasso ({method}) did not reach tol={tol:g} within max_iter={max_iter} "
             f"for {n_bad} of {converged.numel()} problem(s); largest certified gap "
-            f"{float(fin['gap_bound'][~converged].max()):.3g}. Increase max_iter or tol.",
+            f"{float(fin['dual_gap'][~converged].max()):.3g}. Increase max_iter or tol.",
             ConvergenceWarning, stacklevel=2)
     return _to_result(fin, sol, converged, alpha_t, method, batched, as_numpy)
 
@@ -213,12 +214,14 @@ def _to_result(fin: dict, sol: dict, converged: torch.Tensor, alpha: torch.Tenso
         covariance=arr(fin["covariance"]),
         objective=scalars(fin["objective"]),
         dual_gap=scalars(fin["dual_gap"]),
+        relative_gap=scalars(fin["relative_gap"]),
+        dual_covariance=arr(fin["dual_covariance"]),
         kkt_violation=scalars(fin["kkt"]),
         n_iter=scalars(sol["n_iter"]),
         converged=scalars(converged),
         method=method,
         alpha=scalars(alpha.double()),
-        history=history | {"final_gap_bound": [float(v) for v in fin["gap_bound"].reshape(-1)]},
+        history=history,
     )
 
 
