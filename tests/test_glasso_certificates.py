@@ -49,14 +49,15 @@ def numpy_certificate(S: np.ndarray, theta: np.ndarray, W: np.ndarray, alpha: fl
 @pytest.mark.parametrize("method", ["admm", "bcd"])
 @settings(max_examples=25, deadline=None)
 @given(kind=st.sampled_from(KINDS), seed=st.integers(0, 10_000), p=st.integers(1, 12),
-       alpha=st.floats(0.01, 0.5), max_iter=st.integers(1, 40), pen=st.booleans())
-def test_bound_recomputed_from_fields_alone(method, kind, seed, p, alpha, max_iter, pen):
+       alpha=st.floats(0.01, 0.5), max_iter=st.integers(1, 40), pen=st.booleans(),
+       screen=st.booleans())
+def test_bound_recomputed_from_fields_alone(method, kind, seed, p, alpha, max_iter, pen, screen):
     S = make_covariance(kind, seed, p)
     alpha = alpha * float(np.mean(np.diag(S)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         res = graphical_lasso(S, alpha, method=method, max_iter=max_iter, tol=1e-10,
-                              penalize_diagonal=pen)
+                              penalize_diagonal=pen, screen=screen)
     assert res.dual_gap >= 0
     f, gap = numpy_certificate(S, res.precision, res.dual_covariance, alpha, pen)
     scale = max(abs(f), 1.0)
