@@ -22,13 +22,23 @@ class GraphicalLassoResult:
     precision : Θ, the estimated precision matrix, (p, p) or (B, p, p).
     covariance : W = Θ⁻¹, the matching covariance estimate.
     objective : f(Θ) = −log det Θ + tr(SΘ) + α Σ_{i≠j} |Θ_ij| (diagonal too if penalised).
-    dual_gap : tr(SΘ) − p + α Σ|Θ_ij|, evaluated at the returned Θ; ≈ 0 at the optimum.
+    dual_gap : the certified gap f(Θ) − (log det W̃ + p) ≥ f(Θ) − f*, ≥ 0 by weak duality
+        (+inf when no positive definite dual point was found). Recompute it from
+        ``dual_covariance`` with NumPy alone (see docs/solvers.md).
+    relative_gap : dual_gap / max(|f(Θ)|, 1), the quantity ``tol`` bounds.
+    dual_covariance : W̃, the dual-feasible point of the certificate: symmetric, positive
+        definite, W̃_ii = S_ii (S_ii + Y_ii, |Y_ii| ≤ α, with a penalised diagonal) and
+        |W̃_ij − S_ij| ≤ α. Always float64 (NumPy, or a tensor on the input's device), since
+        the certificate is a float64 quantity.
     kkt_violation : max over entries of the violated KKT condition for W − S (see §1).
     n_iter : iterations run (per problem for a batch).
     converged : whether the stopping test was met (per problem for a batch).
     method : the algorithm that produced it (``"admm"``, ``"bcd"``, ...).
     alpha : the regularisation weight(s) used.
     history : per-iteration diagnostics (objective / residuals), when recorded.
+    block_sizes : sizes of the independent blocks the problem was split into by exact
+        screening (largest first; ``(p,)`` when it was solved whole), a list of such tuples
+        for a batch; None for the references.
     """
 
     precision: Any
@@ -41,6 +51,9 @@ class GraphicalLassoResult:
     method: str = ""
     alpha: Any = None
     history: dict[str, list[float]] = field(default_factory=dict)
+    relative_gap: Any = None
+    dual_covariance: Any = None
+    block_sizes: Any = None
 
 
 @dataclass

@@ -52,12 +52,16 @@ class _GraphicalLassoBase(EmpiricalCovariance):
 
     def _solve(self, emp_cov: np.ndarray, alpha: float) -> None:
         res = graphical_lasso(emp_cov, alpha, method=self.method, tol=self.tol,
-                              max_iter=self.max_iter, penalize_diagonal=self.penalize_diagonal)
+                              max_iter=self.max_iter, penalize_diagonal=self.penalize_diagonal,
+                              screen=self.screen)
         self.covariance_ = res.covariance
         self.precision_ = res.precision
         self.n_iter_ = int(res.n_iter)
         self.converged_ = bool(res.converged)
         self.dual_gap_ = float(res.dual_gap)
+        self.relative_gap_ = float(res.relative_gap)
+        self.dual_covariance_ = res.dual_covariance
+        self.block_sizes_ = res.block_sizes
 
     def get_precision(self) -> np.ndarray:
         """The estimated precision matrix Θ (sparse, positive definite)."""
@@ -77,6 +81,8 @@ class GraphicalLasso(_GraphicalLassoBase):
     tol : float > 0, default 1e-6. Certified relative duality-gap tolerance.
     max_iter : int >= 1 or None (the method's default).
     assume_centered : bool, default False. Do not subtract the mean before S is computed.
+    screen : bool, default True. Exact screening: solve the connected components of
+        |S_ij| > α separately (see :func:`graphical_lasso`).
 
     Attributes
     ----------
@@ -85,18 +91,24 @@ class GraphicalLasso(_GraphicalLassoBase):
     precision_ : Θ, the estimated sparse precision matrix.
     n_iter_ : iterations the solver ran.
     converged_ : whether the solver met ``tol``.
-    dual_gap_ : the duality gap certificate of the returned Θ.
+    dual_gap_ : the certified gap f(Θ) − (log det W̃ + p) ≥ f(Θ) − f* of the returned Θ (≥ 0).
+    relative_gap_ : dual_gap_ / max(|f(Θ)|, 1), the quantity ``tol`` bounds.
+    dual_covariance_ : W̃, the dual-feasible point that certifies it (recompute the bound
+        with NumPy: see docs/solvers.md).
+    block_sizes_ : the blocks exact screening split the problem into.
     """
 
     def __init__(self, alpha: float = 0.01, *, method: str = "admm",
                  penalize_diagonal: bool = False, tol: float = 1e-6,
-                 max_iter: int | None = None, assume_centered: bool = False) -> None:
+                 max_iter: int | None = None, assume_centered: bool = False,
+                 screen: bool = True) -> None:
         self.alpha = alpha
         self.method = method
         self.penalize_diagonal = penalize_diagonal
         self.tol = tol
         self.max_iter = max_iter
         self.assume_centered = assume_centered
+        self.screen = screen
 
     def fit(self, X: Any, y: Any = None) -> GraphicalLasso:
         """Estimate location, covariance and sparse precision from X (n_samples, n_features)."""
@@ -129,20 +141,23 @@ class GraphicalLassoCV(_GraphicalLassoBase):
         an explicit list is used as given (no refinement).
     n_refinements : int >= 0, default 4.
     cv : int, splitter or iterable, default None (5-fold), as in scikit-learn.
-    method, penalize_diagonal, tol, max_iter, assume_centered : as :class:`GraphicalLasso`.
+    method, penalize_diagonal, tol, max_iter, assume_centered, screen : as
+        :class:`GraphicalLasso`.
 
     Attributes
     ----------
     alpha_ : the selected α.
     cv_results_ : dict with "alphas", "split{k}_test_score", "mean_test_score" and
         "std_test_score" (sorted by decreasing α).
-    location_, covariance_, precision_, n_iter_, converged_, dual_gap_ : those of
+    location_, covariance_, precision_, n_iter_, converged_, dual_gap_, relative_gap_,
+    dual_covariance_, block_sizes_ : those of
         :class:`GraphicalLasso` refitted at ``alpha_`` on all of X.
     """
 
     def __init__(self, *, alphas: int | Any = 4, n_refinements: int = 4, cv: Any = None,
                  method: str = "admm", penalize_diagonal: bool = False, tol: float = 1e-6,
-                 max_iter: int | None = None, assume_centered: bool = False) -> None:
+                 max_iter: int | None = None, assume_centered: bool = False,
+                 screen: bool = True) -> None:
         self.alphas = alphas
         self.n_refinements = n_refinements
         self.cv = cv
@@ -151,6 +166,7 @@ class GraphicalLassoCV(_GraphicalLassoBase):
         self.tol = tol
         self.max_iter = max_iter
         self.assume_centered = assume_centered
+        self.screen = screen
 
     def _fold_scores(self, X: np.ndarray, splits: list, alphas: np.ndarray) -> np.ndarray:
         """Held-out log-likelihood, shape (n_splits, n_alphas), each fold a warm-started path."""
@@ -165,7 +181,8 @@ class GraphicalLassoCV(_GraphicalLassoBase):
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 path = graphical_lasso_path(cov_train, alphas, method=self.method, tol=self.tol,
                                             max_iter=self.max_iter,
-                                            penalize_diagonal=self.penalize_diagonal)
+                                            penalize_diagonal=self.penalize_diagonal,
+                                            screen=self.screen)
             scores[k] = [log_likelihood(cov_test, r.precision) for r in path]
         return np.where(np.isfinite(scores), scores, -np.inf)
 

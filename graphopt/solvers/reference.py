@@ -13,6 +13,14 @@ import numpy as np
 
 from graphopt._linalg import symmetrize
 from .._tensor import ArrayLike, check_covariance
+from ._certificates import (
+    best_dual_point,
+    certified_gap,
+    penalty_mask,
+    primal_objective,
+    relative_gap,
+    spd_inverse,
+)
 from ._result import GraphicalLassoResult, L2gGGMResult
 from .objectives import glasso_objective, l2g_objective
 
@@ -22,7 +30,7 @@ __all__ = [
     "l2g_ggm_cvxpy",
     "glasso_objective",
     "l2g_objective",
-    "glasso_dual_gap",
+    "glasso_certificate",
     "glasso_kkt_violation",
 ]
 
@@ -68,14 +76,22 @@ def _solve(problem: Any, solver: str | None) -> None:
         raise RuntimeError(f"cvxpy solver {solver} ended with status {problem.status}")
 
 
-def glasso_dual_gap(S: np.ndarray, precision: np.ndarray, alpha: float,
-                    penalize_diagonal: bool = False) -> float:
-    """Duality gap of the graphical lasso: tr(SΘ) − p + α Σ_{i≠j}|Θ_ij| (ALGORITHMS.md §1)."""
-    p = S.shape[-1]
-    l1 = np.abs(precision).sum()
-    if not penalize_diagonal:
-        l1 -= np.abs(np.diag(precision)).sum()
-    return float(np.sum(S * precision) - p + alpha * l1)
+def glasso_certificate(S: np.ndarray, precision: np.ndarray, alpha: float,
+                       penalize_diagonal: bool = False) -> tuple[float, float, np.ndarray]:
+    """(certified gap, relative gap, W̃) of a precision matrix (ALGORITHMS.md §1 / docs §1).
+
+    W̃ = S + clip(Θ⁻¹ − S, −α, α) (diagonal fixed) is dual feasible, and by weak duality
+    f(Θ) − f* ≤ f(Θ) − (log det W̃ + p), the gap returned (≥ 0; +inf if W̃ is not PD)."""
+    import torch
+
+    S_t = torch.as_tensor(np.asarray(S, dtype=np.float64)).unsqueeze(0)
+    theta = torch.as_tensor(np.asarray(precision, dtype=np.float64)).unsqueeze(0)
+    a = torch.tensor([float(alpha)], dtype=torch.float64)
+    mask = penalty_mask(S_t.shape[-1], penalize_diagonal, dtype=torch.float64, device=S_t.device)
+    obj = primal_objective(S_t, theta, a, mask)
+    W_dual, dual = best_dual_point(S_t, a, mask, [spd_inverse(symmetrize(theta))[0]])
+    gap = certified_gap(obj, dual)
+    return float(gap[0]), float(relative_gap(gap, obj)[0]), W_dual[0].numpy()
 
 
 def glasso_kkt_violation(S: np.ndarray, precision: np.ndarray, alpha: float,
@@ -118,11 +134,14 @@ def graphical_lasso_cvxpy(
     problem = cp.Problem(cp.Minimize(objective))
     _solve(problem, solver)
     precision = symmetrize(theta.value)
+    gap, rel_gap, dual_cov = glasso_certificate(S_np, precision, alpha, penalize_diagonal)
     return GraphicalLassoResult(
         precision=precision,
         covariance=np.linalg.inv(precision),
         objective=glasso_objective(S_np, precision, alpha, penalize_diagonal),
-        dual_gap=glasso_dual_gap(S_np, precision, alpha, penalize_diagonal),
+        dual_gap=gap,
+        relative_gap=rel_gap,
+        dual_covariance=dual_cov,
         kkt_violation=glasso_kkt_violation(S_np, precision, alpha, penalize_diagonal),
         n_iter=int(problem.solver_stats.num_iters or 0),
         converged=problem.status == "optimal",
@@ -149,11 +168,14 @@ def graphical_lasso_sklearn(S: ArrayLike, alpha: float, **kw: Any) -> GraphicalL
         warnings.simplefilter("always", SkConvergenceWarning)
         covariance, precision, n_iter = graphical_lasso(S_np, alpha, return_n_iter=True, **kw)
     converged = not any(issubclass(w.category, SkConvergenceWarning) for w in caught)
+    gap, rel_gap, dual_cov = glasso_certificate(S_np, precision, alpha)
     return GraphicalLassoResult(
         precision=precision,
         covariance=covariance,
         objective=glasso_objective(S_np, precision, alpha),
-        dual_gap=glasso_dual_gap(S_np, precision, alpha),
+        dual_gap=gap,
+        relative_gap=rel_gap,
+        dual_covariance=dual_cov,
         kkt_violation=glasso_kkt_violation(S_np, precision, alpha),
         n_iter=int(n_iter),
         converged=converged,
