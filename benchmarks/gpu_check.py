@@ -230,7 +230,7 @@ def _summarise_result(res: Any, batched: bool) -> dict[str, Any]:
         return np.asarray(x, dtype=np.float64).reshape(-1)
 
     objective = vec(res.objective)
-    gap = np.asarray(res.history["final_gap_bound"], dtype=np.float64)
+    gap = vec(res.dual_gap)
     rel = gap / np.maximum(np.abs(objective), 1.0)
     out = {"n_iter_median": float(np.median(vec(res.n_iter))),
            "n_iter_max": int(vec(res.n_iter).max()),
