@@ -175,6 +175,8 @@ def solve_reduced(P: L2gProblem, omega0: torch.Tensor, tol: float, max_iter: int
     res = red.residual(cur.B, cur.grad, cur.D, cur.A_inv)
     L = max(2.0 * float(torch.linalg.matrix_norm(cur.A_inv, ord=2))
             * float(torch.linalg.matrix_norm(red.S_JJ, ord=2)), 1e-300)
+    # The round-off scale of R below is |s| at the current B plus |h| at the start point;
+    # |h| at the current B would be the natural scale, but it changes when runs stop.
     h_start = cur.h
     B_prev = cur.B
     t = 1.0
