@@ -14,8 +14,9 @@ from _brute_force import multistart_minimum
 from _matrices import drawn_covariance as _cov
 
 from graphopt.exceptions import ConvergenceWarning, RegularizationWarning
-from graphopt.solvers._l2g_steps import L2gProblem, delta_step, omega_step_exact
-from graphopt.solvers.l2g_ggm import DEFAULT_RIDGE, l2g_ggm
+from graphopt.solvers.l2g.problem import ImportantLinks, L2gProblem
+from graphopt.solvers.l2g.steps import delta_step, omega_step_exact
+from graphopt.solvers.l2g import DEFAULT_RIDGE, l2g_ggm
 from graphopt.solvers.objectives import l2g_objective
 from graphopt.solvers.prox import group_prox
 from graphopt.solvers.reference import l2g_ggm_cvxpy
@@ -100,8 +101,8 @@ def test_delta_step_equals_brute_force(seed, g, lam, tau):
     omega = A @ A.T + np.eye(p)
     I = np.array([1, 3])
     J = np.array([0, 2, 4])
-    P = L2gProblem(S=torch.eye(p, dtype=torch.float64), important=torch.tensor(I),
-                   rest=torch.tensor(J), tau=tau, lam=lam, g=g)
+    P = L2gProblem(S=torch.eye(p, dtype=torch.float64),
+                   groups=ImportantLinks(torch.tensor(I), torch.tensor(J)), tau=tau, lam=lam, g=g)
     delta = delta_step(P, torch.tensor(omega)).numpy()
     mask = np.ones((p, p), dtype=bool)
     mask[np.ix_(I, J)] = False
@@ -120,8 +121,8 @@ def test_omega_step_solves_its_stationarity_equation(seed, p, lam):
     rng = np.random.default_rng(seed)
     S = _cov(seed, p, 2 * p + 1)
     D = rng.standard_normal((p, p))  # Δ need not be symmetric
-    P = L2gProblem(S=torch.tensor(S), important=torch.tensor([0]),
-                   rest=torch.arange(1, p), tau=1.0, lam=lam, g=0.5)
+    P = L2gProblem(S=torch.tensor(S), groups=ImportantLinks(torch.tensor([0]), torch.arange(1, p)),
+                   tau=1.0, lam=lam, g=0.5)
     om = omega_step_exact(P, torch.tensor(D)).numpy()
     assert np.all(np.linalg.eigvalsh(om) > 0)
     lhs = 2 * lam * om - np.linalg.inv(om)

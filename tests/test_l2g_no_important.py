@@ -16,7 +16,7 @@ from _matrices import drawn_covariance
 from graphopt.exceptions import RegularizationWarning
 from graphopt.peft.allocation import allocate
 from graphopt.peft.config import GGMConfig
-from graphopt.solvers.l2g_ggm import l2g_ggm
+from graphopt.solvers.l2g import l2g_ggm
 from graphopt.solvers.objectives import l2g_objective
 from graphopt.solvers.prox import group_prox
 from graphopt.solvers.reference import l2g_ggm_cvxpy
@@ -221,7 +221,8 @@ def test_perturbative_omega_step_matches_cvxpy(seed, p, kind, delta_size):
     import cvxpy as cp
     import torch
 
-    from graphopt.solvers._l2g_steps import L2gProblem, omega_step_perturbative
+    from graphopt.solvers.l2g.problem import L2gProblem, OffDiagonalColumns
+    from graphopt.solvers.l2g.steps import omega_step_perturbative
 
     S = _cov(seed, p, kind)
     lam = 4.0 * float(np.linalg.eigvalsh(S)[-1]) ** 2 + 1.0
@@ -229,8 +230,7 @@ def test_perturbative_omega_step_matches_cvxpy(seed, p, kind, delta_size):
     # Δ (not symmetric: only Δ_s counts) sized relative to the start's diagonal 1/S_ii.
     scale = 1.0 / np.sqrt(np.diag(S))
     D = delta_size / p * _offdiag(rng.standard_normal((p, p))) * np.outer(scale, scale)
-    P = L2gProblem(torch.from_numpy(S), torch.zeros(0, dtype=torch.long), torch.arange(p),
-                   tau=1.0, lam=lam, g=1.0, all_columns=True)
+    P = L2gProblem(torch.from_numpy(S), OffDiagonalColumns(), tau=1.0, lam=lam, g=1.0)
     start = torch.diag_embed(1.0 / torch.from_numpy(np.diag(S).copy()))
     out = omega_step_perturbative(P, torch.from_numpy(D), start)
     assert out is not None

@@ -28,7 +28,7 @@ from graphopt.peft.hooks import GraphoptCallback  # noqa: E402
 from graphopt.peft.config import GGMConfig  # noqa: E402
 from graphopt.peft.model import get_graphopt_model  # noqa: E402
 from graphopt.peft.scoring import NodeScorer  # noqa: E402
-from graphopt.solvers.l2g_ggm import l2g_ggm  # noqa: E402
+from graphopt.solvers.l2g import l2g_ggm  # noqa: E402
 from graphopt.solvers.objectives import l2g_objective  # noqa: E402
 from graphopt.solvers.reference import l2g_ggm_cvxpy  # noqa: E402
 

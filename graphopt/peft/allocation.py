@@ -5,7 +5,7 @@ Pipeline for the ``"ggm"`` policy, with X the (T × n) sample matrix:
     Z = rownorm(max(log X, −200))            log scores, each row scaled to unit ℓ2 norm
     S = (Z − 1 z̄ᵀ)ᵀ (Z − 1 z̄ᵀ) / (T − 1)     sample covariance over nodes (z̄ = column means)
     I = top-k nodes by z̄                      important nodes
-    (Ω, Δ) = l2g_ggm(S, I, τ, λ, g)           graphopt.solvers.l2g_ggm
+    (Ω, Δ) = l2g_ggm(S, I, τ, λ, g)           graphopt.solvers.l2g
     keep I ∪ {the K − k nodes j ∉ I with the largest ‖Ω_{I,j}‖₂ (or ‖Δ_{I,j}‖₂)}
 
 With ``groups="all"`` (ablation without important nodes) I = ∅, the penalty groups are
@@ -199,7 +199,7 @@ def _check_samples(samples: Any, n: int, config: GGMConfig) -> torch.Tensor:
 
 
 def _policy_ggm(x: torch.Tensor, config: GGMConfig) -> dict[str, Any]:
-    from graphopt.solvers.l2g_ggm import l2g_ggm
+    from graphopt.solvers.l2g import l2g_ggm, resolve_l2g_method
     from graphopt.solvers.selection import select_nodes
 
     z = normalised_log_scores(x)
@@ -208,9 +208,8 @@ def _policy_ggm(x: torch.Tensor, config: GGMConfig) -> dict[str, Any]:
     important = important_nodes(z, config.n_important) if config.groups == "important" else None
     # With T < n samples S is singular: the solver adds a ridge (RegularizationWarning, left
     # visible to the user) and reports the ε, which the Allocation records.
-    result = l2g_ggm(s, important, tau=config.tau, lam=config.lam, g=config.g,
-                     omega_step=config.omega_step,
-                     method="bcd" if config.omega_step == "released" else None,
+    method = resolve_l2g_method(omega_step=config.omega_step, with_important=important is not None)
+    result = l2g_ggm(s, important, tau=config.tau, lam=config.lam, g=config.g, method=method,
                      regularization=config.regularization)
     m = result.precision if config.select_by == "omega" else result.delta
     chosen = select_nodes(m, important, config.n_select)

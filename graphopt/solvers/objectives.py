@@ -13,7 +13,7 @@ import torch
 from .._linalg import logdet_pd
 from .._tensor import ArrayLike, check_square, to_tensor
 from ._certificates import penalty_mask, primal_objective
-from ._l2g_steps import offdiag
+from .l2g.problem import offdiag
 
 __all__ = [
     "glasso_objective",

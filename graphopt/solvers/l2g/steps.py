@@ -1,61 +1,30 @@
-"""Building blocks of the ℓ2,g-coupled GGM solvers (ALGORITHMS.md §2), tensor-only.
+"""The closed-form steps every ℓ2,g method is built from (docs/algorithms.md §2), tensor-only.
 
-The problem, with J the complement of the important set I and w = τ / (2λ)::
-
-    F(Ω, Δ) = −log det Ω + tr(SΩ) + τ Σ_{j∈J} ‖Δ_{I,j}‖₂^g + λ ‖Ω − Δ‖_F²
-
-or, without important nodes (``all_columns``), τ Σ_j ‖Δ_{−j,j}‖₂^g: every column's
-off-diagonal entries form one group.
-
-Everything here works on torch tensors already validated by ``l2g_ggm``; the methods in
-``_l2g_methods`` combine these steps.
+Δ-step (group prox), the exact Ω-step (one eigendecomposition), the Ω-step in perturbation
+form (for the stiff all-columns regime), the proximal map of the Δ-eliminated penalty h,
+and the two numbers every method reports: F and its stationarity residual. Everything here
+works on tensors already validated by ``l2g_ggm``.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 
 from graphopt._linalg import logdet_pd, symmetrize
 
-from .prox import group_prox_tensor
+from ..prox import group_prox_tensor
+from .problem import L2gProblem, offdiag
 
-# Released Ω-step (gm_bcd.py, ``Gradient_descent_sub1``): 100 gradient-ascent steps of size
-# 1e-4 on log det Ω − tr(AΩ) − λ‖Ω‖²_F from Ω = A_s, stopping early if a step moves Ω by
-# less than 1e-6 (Frobenius); the inverse is taken of Ω + 1e-9·I.
-RELEASED_INNER_STEPS = 100
-RELEASED_STEP = 1e-4
-RELEASED_INNER_TOL = 1e-6
-RELEASED_INV_JITTER = 1e-9
-RELEASED_GST_ITERS = 5
-
-
-@dataclass
-class L2gProblem:
-    """A validated instance: S (already regularised), I, J, and the weights.
-
-    ``all_columns=True`` is the variant without important nodes: the groups are the
-    off-diagonal parts Δ_{−j,j} of all p columns (then I is empty and J = all nodes).
-    """
-
-    S: torch.Tensor
-    important: torch.Tensor  # I, long, sorted
-    rest: torch.Tensor  # J, long, sorted
-    tau: float
-    lam: float
-    g: float
-    gst_iters: int | None = None  # None: exact GST; 5 reproduces the released code
-    all_columns: bool = False
-
-    @property
-    def has_groups(self) -> bool:
-        return self.all_columns or (self.rest.numel() > 0 and self.important.numel() > 0)
-
-    @property
-    def w(self) -> float:
-        """Weight of the Δ-step prox: min τ‖d‖^g + λ‖v − d‖² = 2λ[½‖v − d‖² + (τ/2λ)‖d‖^g]."""
-        return self.tau / (2.0 * self.lam)
+__all__ = [
+    "pd_root",
+    "delta_step",
+    "omega_step_exact",
+    "omega_step_perturbative",
+    "envelope_prox",
+    "penalty",
+    "objective",
+    "stationarity",
+]
 
 
 def pd_root(m: torch.Tensor, rho: float) -> torch.Tensor:
@@ -67,41 +36,12 @@ def pd_root(m: torch.Tensor, rho: float) -> torch.Tensor:
     return torch.where(m >= 0, (m + root) / (2.0 * rho), 2.0 / (root - m))
 
 
-def ij_block(P: L2gProblem, a: torch.Tensor) -> torch.Tensor:
-    """A_{I,J}: the |I| × |J| block whose columns are the penalised groups."""
-    return a.index_select(-2, P.important).index_select(-1, P.rest)
-
-
-def set_ij_block(P: L2gProblem, a: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
-    out = a.clone()
-    out[P.important.unsqueeze(-1), P.rest.unsqueeze(0)] = block
-    return out
-
-
-def offdiag(a: torch.Tensor) -> torch.Tensor:
-    """A with its diagonal set to zero: the columns are the groups Δ_{−j,j} (all_columns)."""
-    return a - torch.diag_embed(a.diagonal(dim1=-2, dim2=-1))
-
-
-def group_block(P: L2gProblem, a: torch.Tensor) -> torch.Tensor:
-    """The penalised entries of A as a matrix whose columns are the groups: A_{I,J}, or
-    A with a zero diagonal when ``all_columns`` (a zero entry changes no group norm)."""
-    return offdiag(a) if P.all_columns else ij_block(P, a)
-
-
-def set_group_block(P: L2gProblem, a: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
-    """A copy of A with its penalised entries replaced by ``block`` (``group_block``'s layout)."""
-    if P.all_columns:
-        return offdiag(block) + torch.diag_embed(a.diagonal(dim1=-2, dim2=-1))
-    return set_ij_block(P, a, block)
-
-
 def delta_step(P: L2gProblem, omega: torch.Tensor) -> torch.Tensor:
-    """argmin_Δ F(Ω, Δ): Δ = Ω off the groups, Δ_{I,j} = prox_{w‖·‖^g}(Ω_{I,j}), w = τ/(2λ)."""
-    if not P.has_groups:
+    """argmin_Δ F(Ω, Δ): Δ = Ω off the groups, each group Δ_G = prox_{w‖·‖^g}(Ω_G), w = τ/(2λ)."""
+    if not P.groups.has_groups:
         return omega.clone()
-    block = group_prox_tensor(group_block(P, omega), P.w, P.g, n_iter=P.gst_iters)
-    return set_group_block(P, omega, block)
+    block = group_prox_tensor(P.groups.block(omega), P.w, P.g, n_iter=P.gst_iters)
+    return P.groups.with_block(omega, block)
 
 
 def omega_step_exact(P: L2gProblem, delta: torch.Tensor) -> torch.Tensor:
@@ -121,7 +61,7 @@ PERTURBATIVE_MAX_SWEEPS = 60
 
 def omega_step_perturbative(P: L2gProblem, delta: torch.Tensor,
                             omega: torch.Tensor) -> torch.Tensor | None:
-    """argmin over Ω and diag(Δ) of F(Ω, Δ) for fixed off-diagonal Δ (``all_columns``).
+    """argmin over Ω and diag(Δ) of F(Ω, Δ) for fixed off-diagonal Δ (``OffDiagonalColumns``).
 
     The diagonal of Δ is unpenalised, so at its optimum Δ_ii = Ω_ii and only the
     off-diagonal coupling remains: minimise −log det Ω + tr(SΩ) + λ‖offdiag(Ω − Δ)‖²_F
@@ -171,38 +111,30 @@ def omega_step_perturbative(P: L2gProblem, delta: torch.Tensor,
     return None
 
 
-def omega_step_released(P: L2gProblem, delta: torch.Tensor) -> torch.Tensor:
-    """The released code's inexact Ω-step (compatibility mode, see ``docs/l2g_ggm.md``).
+def envelope_prox(P: L2gProblem, v: torch.Tensor, rho: float) -> torch.Tensor:
+    """prox of φ(‖·‖) on each group column with weight ρ/2‖z − v‖², φ(r) = min_d τd^g + λ(r − d)².
 
-    A = (S − 2λΔ)/(2λ), A_s = symmetrize(A); start Ω = A_s and take 100 steps
-    Ω ← Ω + 1e-4 (Ω⁻¹ − A_s − 2λΩ) (gradient ascent on log det Ω − tr(A_sΩ) − λ‖Ω‖²_F).
-    Its fixed point solves 2λΩ − Ω⁻¹ = (2λΔ_s − S)/(2λ): S and Δ carry an extra 1/(2λ)
-    compared with the exact step, and the iterate need not be positive definite.
+    min_{z,d} τ‖d‖^g + λ‖z − d‖² + (ρ/2)‖z − v‖²: for fixed d, z = (2λd + ρv)/(2λ + ρ),
+    leaving min_d τ‖d‖^g + (λρ/(2λ + ρ))‖d − v‖², a group prox with w = τ(2λ + ρ)/(2λρ).
+    (h(Z) = Σ_groups φ(‖Z_G‖) is F with Δ eliminated, so this is the prox both the ADMM
+    Z-step and the reduced method's gradient step need.)
     """
     lam = P.lam
-    A_s = symmetrize((P.S - 2.0 * lam * delta) / (2.0 * lam))
-    eye = torch.eye(A_s.shape[-1], dtype=A_s.dtype, device=A_s.device)
-    omega = A_s
-    for _ in range(RELEASED_INNER_STEPS):
-        inv = torch.linalg.inv(omega + RELEASED_INV_JITTER * eye)
-        nxt = omega + RELEASED_STEP * (inv - A_s - 2.0 * lam * omega)
-        moved = torch.linalg.matrix_norm(nxt - omega)
-        omega = nxt
-        if float(moved) < RELEASED_INNER_TOL:
-            break
-    return omega
+    w = P.tau * (2.0 * lam + rho) / (2.0 * lam * rho)
+    d = group_prox_tensor(v, w, P.g, n_iter=P.gst_iters)
+    return (2.0 * lam * d + rho * v) / (2.0 * lam + rho)
 
 
 def penalty(P: L2gProblem, omega: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """τ Σ_j ‖Δ_{I,j}‖^g + λ‖Ω − Δ‖²_F (τ Σ_j ‖Δ_{−j,j}‖^g + ... when ``all_columns``)."""
-    group = torch.linalg.vector_norm(group_block(P, delta), dim=-2).pow(P.g).sum(-1) \
-        if P.has_groups else torch.zeros((), dtype=omega.dtype, device=omega.device)
+    """τ Σ_groups ‖Δ_G‖^g + λ‖Ω − Δ‖²_F."""
+    group = torch.linalg.vector_norm(P.groups.block(delta), dim=-2).pow(P.g).sum(-1) \
+        if P.groups.has_groups else torch.zeros((), dtype=omega.dtype, device=omega.device)
     return P.tau * group + P.lam * (omega - delta).pow(2).sum(dim=(-2, -1))
 
 
 def objective(P: L2gProblem, omega: torch.Tensor, delta: torch.Tensor,
               logdet: torch.Tensor | None = None) -> float:
-    """F(Ω, Δ) (+inf when Ω is not positive definite)."""
+    """F(Ω, Δ) (+inf when Ω is not positive definite); ``logdet`` if already known."""
     ld = logdet_pd(omega) if logdet is None else logdet
     value = -ld + (P.S * omega).sum(dim=(-2, -1)) + penalty(P, omega, delta)
     return float(value)
