@@ -51,7 +51,7 @@ def test_fit_matches_sklearn_and_cvxpy(seed, p, alpha, method, centered):
     np.testing.assert_allclose(ours.location_, ref.location_)
     assert ours.converged_ and ours.n_iter_ >= 1
     if sk_converged:  # scikit-learn at 1e-10 sometimes stalls; then cvxpy alone is the reference
-        # ALGORITHMS.md §5: precisions equal to ~1e-4 relative in Frobenius norm. The objective
+        # docs/algorithms.md §5: precisions equal to ~1e-4 relative in Frobenius norm. The objective
         # is flat near the optimum (a 1e-10 objective gap moves entries by ~1e-5), so an
         # entry-wise rtol would test the stopping rule, not the answer.
         assert _rel_frobenius(ours.precision_, ref.precision_) <= 1e-4

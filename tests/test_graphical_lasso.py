@@ -1,4 +1,4 @@
-"""graphopt's fast graphical lasso (ADMM, BCD) against cvxpy and scikit-learn (ALGORITHMS.md §5).
+"""graphopt's fast graphical lasso (ADMM, BCD) against cvxpy and scikit-learn (docs/algorithms.md §5).
 
 Tolerances: float64 at tight tol must match the exact optimum to 1e-6 relative objective and
 the precision matrix to ~1e-4 relative Frobenius (against scikit-learn at a tight tolerance;
@@ -37,7 +37,7 @@ def _correlation(C: np.ndarray) -> np.ndarray:
 
 
 def make_covariance(kind: str, seed: int, p: int) -> np.ndarray:
-    """Test matrices of ALGORITHMS.md §5: random SPD, rank-deficient, ill-conditioned, blocks."""
+    """Test matrices of docs/algorithms.md §5: random SPD, rank-deficient, ill-conditioned, blocks."""
     rng = np.random.default_rng(seed)
     if kind == "random":
         X = rng.standard_normal((3 * p + 2, p))

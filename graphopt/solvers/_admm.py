@@ -1,4 +1,4 @@
-"""Batched ADMM for the graphical lasso (Boyd et al. 2011, §6.5; ALGORITHMS.md §1).
+"""Batched ADMM for the graphical lasso (Boyd et al. 2011, §6.5; docs/algorithms.md §1).
 
 Splitting Θ = Z with the scaled dual U and penalty ρ (one ρ per problem of the batch):
 

@@ -15,7 +15,7 @@ __all__ = ["GraphicalLassoResult", "L2gGGMResult"]
 
 @dataclass
 class GraphicalLassoResult:
-    """Solution of the graphical lasso (ALGORITHMS.md §1) with its optimality certificates.
+    """Solution of the graphical lasso (docs/algorithms.md §1) with its optimality certificates.
 
     Attributes
     ----------
@@ -58,7 +58,7 @@ class GraphicalLassoResult:
 
 @dataclass
 class L2gGGMResult:
-    """Solution of the ℓ2,g-coupled GGM (ALGORITHMS.md §2) with its convergence evidence.
+    """Solution of the ℓ2,g-coupled GGM (docs/algorithms.md §2) with its convergence evidence.
 
     Attributes
     ----------

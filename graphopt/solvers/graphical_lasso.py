@@ -1,4 +1,4 @@
-"""The graphical lasso (ALGORITHMS.md §1), solved fast in torch, single or batched.
+"""The graphical lasso (docs/algorithms.md §1), solved fast in torch, single or batched.
 
     minimise_{Θ ≻ 0}   f(Θ) = −log det Θ + tr(SΘ) + α Σ_{i≠j} |Θ_ij|
 

@@ -93,7 +93,7 @@ def l2g_objective(
     lam: float,
     g: float,
 ) -> float:
-    """Coupled ℓ2,g objective (ALGORITHMS.md §2).
+    """Coupled ℓ2,g objective (docs/algorithms.md §2).
 
     F(Ω, Δ) = −log det Ω + tr(SΩ) + τ Σ_{j∈J} ‖Δ_{I,j}‖₂^g + λ ‖Ω − Δ‖_F²,
     with J the complement of the important set I (``important=None``: the groups are

@@ -2,7 +2,7 @@
 
 These are slow and CPU-only on purpose: they exist so that every fast solver in graphopt
 can be checked against an independent implementation. Each cvxpy model below reads
-line by line like the problem in ALGORITHMS.md.
+line by line like the problem in docs/algorithms.md.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def _solve(problem: Any, solver: str | None) -> None:
 
 def glasso_certificate(S: np.ndarray, precision: np.ndarray, alpha: float,
                        penalize_diagonal: bool = False) -> tuple[float, float, np.ndarray]:
-    """(certified gap, relative gap, W̃) of a precision matrix (ALGORITHMS.md §1 / docs §1).
+    """(certified gap, relative gap, W̃) of a precision matrix (docs/algorithms.md §1 / docs §1).
 
     W̃ = S + clip(Θ⁻¹ − S, −α, α) (diagonal fixed) is dual feasible, and by weak duality
     f(Θ) − f* ≤ f(Θ) − (log det W̃ + p), the gap returned (≥ 0; +inf if W̃ is not PD)."""

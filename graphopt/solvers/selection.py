@@ -1,4 +1,4 @@
-"""Node selection from an ℓ2,g-GGM solution (ALGORITHMS.md §2, "Node selection").
+"""Node selection from an ℓ2,g-GGM solution (docs/algorithms.md §2, "Node selection").
 
 Every non-important node j ∈ J is scored by the strength of its link to the important set,
 c_j = ‖M_{I,j}‖₂ (M = Ω as in the released code, or Δ whose zero groups are exact), and the
