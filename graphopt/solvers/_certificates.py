@@ -1,4 +1,4 @@
-"""Optimality certificates of the graphical lasso, batched in torch (ALGORITHMS.md §1).
+"""Optimality certificates of the graphical lasso, batched in torch (docs/algorithms.md §1).
 
 Primal:  f(Θ) = −log det Θ + tr(SΘ) + α Σ_{i≠j} |Θ_ij|        (all i, j when penalised)
 Dual:    d(W) = log det W + p,   W = S + Y,  |Y_ij| ≤ α (i ≠ j),  Y_ii = 0 (|Y_ii| ≤ α if penalised)

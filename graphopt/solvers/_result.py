@@ -15,7 +15,7 @@ __all__ = ["GraphicalLassoResult", "L2gGGMResult"]
 
 @dataclass
 class GraphicalLassoResult:
-    """Solution of the graphical lasso (ALGORITHMS.md §1) with its optimality certificates.
+    """Solution of the graphical lasso (docs/algorithms.md §1) with its optimality certificates.
 
     Attributes
     ----------
