@@ -330,43 +330,49 @@ def _worker(conn: Any) -> None:
     import torch
 
     torch.set_num_threads(1)
-    tiny = chain(6, 30, 0)
-    warmed: set[str] = set()
     while True:
         task = conn.recv()
         if task is None:
             return
         kind, payload = task
-        if kind == "solve":
+        if kind == "warm":
+            # First calls pay imports and lazy initialisation: pay them before any timing.
+            if payload != "batch":
+                run_one(payload, chain(6, 30, 0), 0.1)
+            conn.send("warm")
+        elif kind == "solve":
             method, path, alpha = payload
-            if method not in warmed:
-                # First calls pay imports and lazy initialisation: pay them untimed.
-                run_one(method, tiny, 0.1)
-                warmed.add(method)
             conn.send(run_one(method, np.load(path), alpha))
         elif kind == "batch":
             conn.send(batch_comparison(*payload))
 
 
+_STARTUP_S = 300.0  # a worker's imports and warm-up on a loaded machine
+
+
 class Pool:
-    """One persistent worker per method; a call past its budget kills that worker."""
+    """One persistent worker per method; a call past its budget kills that worker. A new
+    worker is started and warmed up (imports, first calls) before its first timed call, so
+    every call gets exactly its budget."""
 
     def __init__(self) -> None:
         self.ctx = mp.get_context("spawn")
         self.workers: dict[str, tuple[Any, Any]] = {}
-        self.warm: set[str] = set()
 
     def call(self, key: str, task: tuple, budget: float) -> dict[str, Any] | None:
         if key not in self.workers:
             parent, child = self.ctx.Pipe()
             proc = self.ctx.Process(target=_worker, args=(child,), daemon=True)
             proc.start()
+            parent.send(("warm", key))
+            if not parent.poll(_STARTUP_S):
+                proc.kill()
+                raise RuntimeError(f"the {key} worker did not start within {_STARTUP_S:.0f} s")
+            parent.recv()
             self.workers[key] = (proc, parent)
         proc, conn = self.workers[key]
         conn.send(task)
-        # A worker's first call also waits for its start-up and warm-up (not timed inside).
-        if conn.poll(budget if key in self.warm else budget + 60.0):
-            self.warm.add(key)
+        if conn.poll(budget):
             try:
                 return conn.recv()
             except EOFError:
@@ -374,7 +380,6 @@ class Pool:
         proc.kill()
         proc.join()
         del self.workers[key]
-        self.warm.discard(key)
         return None
 
     def close(self) -> None:
@@ -464,13 +469,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     if not _applicable(method, case, quick):
                         continue
                     limit = too_slow.get((case.family, method))
-                    if limit is not None and case.p >= limit:
+                    # Only strictly larger problems are skipped: the other α of the same case
+                    # (sparser solutions) are often much easier than the one that timed out.
+                    if limit is not None and case.p > limit:
                         row["runs"][method] = {"status": "skipped (timed out on a smaller p)"}
                         continue
                     res = pool.call(method, ("solve", (method, str(path), alpha)), budget)
                     if res is None:
                         res = {"status": "timeout", "seconds": budget}
-                        too_slow[(case.family, method)] = case.p
+                        too_slow[(case.family, method)] = min(
+                            case.p, too_slow.get((case.family, method), case.p))
                     row["runs"][method] = res
                 _score(row)
                 records.append(row)
@@ -633,6 +641,9 @@ def table_lines(result: dict[str, Any]) -> list[str]:
     lines.append(f"Run: {'--quick' if result['quick'] else 'full'}, {result['elapsed_s']:.0f} s, "
                  f"budget {result['budget_s']:.0f} s per call, 1 thread per solver, "
                  f"{m['cpus']} CPUs, load average at the end {m['load_avg']}.")
+    for extra in result.get("merged_runs", []):
+        lines.append(f"Rows of {', '.join(extra['cases'])} rerun with `--merge` "
+                     f"({extra['elapsed_s']:.0f} s, load average {extra['load_avg']}).")
     return lines
 
 
@@ -654,6 +665,27 @@ def render(doc: Path, result: dict[str, Any]) -> None:
     tmp.replace(doc)
 
 
+def merge(full: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """The full results with the rows of a partial run replacing theirs (same case and α):
+    the partial run's methods replace those methods' runs, the others are kept; every row
+    touched is rescored and the summary recomputed."""
+    key = (lambda r: (r["case"], round(r["alpha"], 12)))
+    new = {key(r): r for r in part["records"]}
+    records = []
+    for row in full["records"]:
+        if key(row) in new:
+            fresh = new.pop(key(row))
+            row = dict(row, runs={**row["runs"], **fresh["runs"]})
+            _score(row)
+        records.append(row)
+    records.extend(new.values())
+    merged = dict(full, records=records, summary=summarise(records))
+    merged["merged_runs"] = full.get("merged_runs", []) + [
+        {"cases": sorted({r["case"] for r in part["records"]}), "elapsed_s": part["elapsed_s"],
+         "load_avg": part["machine"]["load_avg"]}]
+    return merged
+
+
 def _write_json(path: Path, result: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
@@ -670,6 +702,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)}")
     parser.add_argument("--timeout", type=float, help="seconds per call (default 60; quick 15)")
     parser.add_argument("--no-batch", action="store_true", help="skip the batch comparison")
+    parser.add_argument("--merge", action="store_true",
+                        help="with --case/--methods: replace those cases' rows (and methods) in "
+                             "the full JSON instead of writing solvers_partial.json")
     parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/"
                                                  "solvers.json; quick: solvers_quick.json)")
     parser.add_argument("--render", type=Path, metavar="DOC",
@@ -681,10 +716,13 @@ def main(argv: list[str] | None = None) -> int:
         render(args.render, json.loads(out.read_text()))
         print(f"wrote the table from {out} into {args.render}")
         return 0
-    if args.case or args.methods:
+    partial = bool(args.case or args.methods)
+    if partial and not args.merge:
         # A partial run must not overwrite the full results the docs are rendered from.
         out = args.out or RESULTS / "solvers_partial.json"
     result = run(args)
+    if partial and args.merge and out.exists():
+        result = merge(json.loads(out.read_text()), result)
     _write_json(out, result)
     print("\n".join(table_lines(result)))
     print(f"wrote {out}")

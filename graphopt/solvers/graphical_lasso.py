@@ -6,7 +6,9 @@
 dispatched by the table ``METHODS``: ``"admm"`` (:mod:`._admm`, eigendecomposition Θ-step,
 adaptive ρ) and ``"bcd"`` (:mod:`._bcd`, glasso column sweeps). Both stop on a certified
 relative duality gap (:mod:`._certificates`), so ``converged=True`` means
-f(Θ) − f* ≤ tol · max(|f(Θ)|, 1).
+f(Θ) − f* ≤ tol · max(|f(Θ)|, 1). Before either runs, exact screening (:mod:`._screening`)
+splits every problem into the connected components of |S_ij| > α; equal-sized blocks from the
+whole batch are solved together and the results (and certificates) reassembled.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from graphopt._linalg import symmetrize
 from .._tensor import (
     ArrayLike,
+    _relative_tolerance,
     check_covariance,
     check_finite,
     check_psd,
@@ -90,10 +93,10 @@ def _check_init(init: Any, S: torch.Tensor) -> torch.Tensor | None:
 
 def _check_psd_by_cholesky(S: torch.Tensor) -> None:
     """The PSD test of :func:`check_psd` (λ_min ≥ −rtol·λ_max), at the cost of a Cholesky
-    factorisation instead of a full eigenvalue decomposition (8 s vs ~1 s at p = 5000 on one
-    thread): S + rtol·max_i S_ii·I is positive definite ⇒ λ_min ≥ −rtol·max S_ii ≥ −rtol·λ_max.
+    factorisation instead of a full eigenvalue decomposition (measured 8 s against 3 s at
+    p = 5000, one thread, on a loaded machine): S + rtol·max_i S_ii·I is positive definite ⇒ λ_min ≥ −rtol·max S_ii ≥ −rtol·λ_max.
     Only when that fails are the eigenvalues computed, to decide and to word the error."""
-    rtol = 1e3 * (1e-5 if S.dtype == torch.float32 else 1e-8)
+    rtol = 1e3 * _relative_tolerance(S)  # the tolerance check_psd applies
     if S.shape[-1] > 32:
         d = S.diagonal(dim1=-2, dim2=-1)
         shift = rtol * d.abs().amax(-1).clamp_min(torch.finfo(S.dtype).tiny)
@@ -306,7 +309,10 @@ def _sum_histories(parts: list[tuple[np.ndarray, dict]], objective: torch.Tensor
         row = np.clip(np.searchsorted(its, steps, side="right") - 1, 0, None)
         for key, total in (("objective", obj), ("gap_bound", gp)):
             vals = _forward_fill(np.asarray(hist[key], dtype=np.float64).reshape(its.size, -1))
-            np.add.at(total.T, pb, (vals[row] - vals[-1]).T)
+            # A block still at +inf (no PD dual point yet) keeps the total at +inf.
+            with np.errstate(invalid="ignore"):
+                step = np.where(vals[row] == vals[-1], 0.0, vals[row] - vals[-1])
+            np.add.at(total.T, pb, step.T)
     return {"iteration": iterations, "objective": obj.tolist(), "gap_bound": gp.tolist()}
 
 
