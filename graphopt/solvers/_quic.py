@@ -39,7 +39,15 @@ __all__ = ["quic"]
 
 _SIGMA = 1e-3          # Armijo constant
 _MAX_HALVINGS = 40     # step halvings before a Newton step is given up
+# Once the predicted decrease −δ is below this · max(|f|, 1), f(Θ + D) − f(Θ) is round-off
+# (a few ulps of f) and Armijo cannot see it, while the certificate still needs the step
+# (its gap scales like the KKT residual times ‖Θ‖₁, not like −δ): the full step is then
+# taken when Θ + D is positive definite.
+_FLAT = 1e-12
 _SWEEP_RTOL = 1e-3     # inner sweeps stop once the largest |μ| is below this · max|D|
+_CG_MAX = 200          # conjugate-gradient iterations of a face solve
+_CG_RTOL = 1e-4        # ... stopping at this preconditioned residual, relative to the start
+_RESWEEPS = 2          # sweeps after a face solve (they repair its sign flips)
 
 
 @njit(cache=True)
@@ -99,6 +107,78 @@ def _coordinate_sweeps(W: np.ndarray, S: np.ndarray, theta: np.ndarray, lam: np.
     return done
 
 
+def _face_newton(W: np.ndarray, G: np.ndarray, theta: np.ndarray, lam: np.ndarray,
+                 free: np.ndarray, D: np.ndarray) -> np.ndarray:
+    """Minimise the model on the orthant face of the coordinate-descent direction D.
+
+    On F = {free (i, j): Θ_ij + D_ij ≠ 0 or λ_ij = 0} with the signs s of Θ + D frozen, the
+    model is the smooth quadratic ½⟨D, WDW⟩ + ⟨G + λ∘s, D⟩; its minimiser over D supported
+    on F solves (W D W)_F = −(G + λ∘s)_F, found by CG from D with the Jacobi preconditioner
+    W_ii W_jj + W_ij² (W_ii² on the diagonal: the diagonal of W ⊗ W on symmetric pairs).
+    Sweeps need iterations in proportion to the condition number of W ⊗ W, CG about its
+    square root. CG stays in the orthant of Θ + D: an entry reaching zero leaves the face and
+    CG restarts without it, so the model decreases monotonically from the sweeps' D; the
+    caller then sweeps again (entries may change sign there) and keeps the better direction."""
+    X = theta + D
+    face = (free & ((X != 0.0) | (lam == 0.0))).astype(np.float64)
+    sign = np.sign(X) * (lam > 0.0)
+    c = G + lam * sign
+    dW = np.diag(W)
+    M = np.outer(dW, dW) + W * W
+    np.fill_diagonal(M, dW * dW)
+    D = D * face
+    active = (face > 0) & (lam > 0.0)
+    restart = True
+    for _ in range(_CG_MAX):
+        if restart:
+            # (Re)start CG on the current face: the residual of (W D W)_F = −c_F.
+            r = -(W @ D @ W + c) * face
+            z = r / M
+            d = z.copy()
+            rz = float((r * z).sum())
+            stop = rz * _CG_RTOL ** 2 if rz > 0.0 else 0.0
+            restart = False
+        if rz <= stop or rz <= 0.0:
+            break
+        Ad = (W @ d @ W) * face
+        dAd = float((d * Ad).sum())
+        if dAd <= 0.0:
+            break
+        step = rz / dAd
+        # Stay in the orthant (where the smooth face model is the true model): a step that
+        # would flip a sign stops on the boundary, that entry leaves the face at Θ + D = 0
+        # and CG restarts on the smaller face.
+        X = theta + D
+        leaving = active & (d * sign < 0.0)
+        if leaving.any():
+            ratios = -X[leaving] / d[leaving]
+            bound = float(ratios.min())
+            if bound < step:
+                D += bound * d
+                hit = leaving & (np.abs(theta + D) <= 1e-12 * np.abs(X).max())
+                hit |= leaving & (np.sign(theta + D) != sign)
+                D[hit] = -theta[hit]
+                face[hit] = 0.0
+                active &= ~hit
+                restart = True
+                continue
+        D += step * d
+        r -= step * Ad
+        z = r / M
+        rz_new = float((r * z).sum())
+        d = z + (rz_new / rz) * d
+        rz = rz_new
+    D = 0.5 * (D + D.T)
+    return D
+
+
+def _model(W: np.ndarray, G: np.ndarray, theta: np.ndarray, lam: np.ndarray,
+           D: np.ndarray) -> float:
+    """The model ½ tr(WDWD) + tr(GD) + ‖λ∘(Θ + D)‖₁ (without the constant −‖λ∘Θ‖₁)."""
+    return (0.5 * float((D * (W @ D @ W)).sum()) + float((G * D).sum())
+            + float((lam * np.abs(theta + D)).sum()))
+
+
 def _cholesky(A: np.ndarray) -> np.ndarray | None:
     """Lower Cholesky factor of a symmetric A, or None where A is not positive definite."""
     c, info = lapack.dpotrf(A, lower=1, clean=1)
@@ -136,6 +216,7 @@ def _solve_one(S: np.ndarray, alpha: float, mask: np.ndarray, tol: float, max_it
         torch.from_numpy(mask)
     hist_obj: list[float] = []
     hist_gap: list[float] = []
+    n_face = 0
     converged = False
     it = 0
     D = np.zeros((p, p))
@@ -157,26 +238,38 @@ def _solve_one(S: np.ndarray, alpha: float, mask: np.ndarray, tol: float, max_it
         rows, cols = np.nonzero(np.triu(free))
         D.fill(0.0)
         U.fill(0.0)
-        _coordinate_sweeps(W, S, theta, lam, rows.astype(np.int64), cols.astype(np.int64),
-                           1 + (it - 1) // 3, D, U)
+        n_sweeps = 1 + (it - 1) // 3
+        done = _coordinate_sweeps(W, S, theta, lam, rows.astype(np.int64),
+                                  cols.astype(np.int64), n_sweeps, D, U)
         l1_now = float((lam * np.abs(theta)).sum())
+        if done == n_sweeps and n_sweeps > 1:
+            # The sweeps did not settle (ill-conditioned W): solve on their face by CG, sweep
+            # again, keep whichever direction has the lower model value.
+            D_face = _face_newton(W, G, theta, lam, free | free.T, D)
+            U_face = np.ascontiguousarray(D_face @ W)
+            _coordinate_sweeps(W, S, theta, lam, rows.astype(np.int64), cols.astype(np.int64),
+                               _RESWEEPS, D_face, U_face)
+            if _model(W, G, theta, lam, D_face) < _model(W, G, theta, lam, D):
+                D, U = D_face, U_face
+                n_face += 1
         delta = float((G * D).sum()) + float((lam * np.abs(theta + D)).sum()) - l1_now
-        if not delta < 0.0:
+        if not delta < 0.0 and not np.any(D):
             # The model cannot decrease: Θ is optimal up to round-off; keep it.
             break
+        flat = -delta <= _FLAT * max(abs(f), 1.0)
         t = 1.0
         for _ in range(_MAX_HALVINGS):
             trial = theta + t * D
             c_trial = _cholesky(trial)
             if c_trial is not None:
                 f_trial = _objective(S, trial, lam, c_trial)
-                if f_trial <= f + _SIGMA * t * delta:
+                if flat or f_trial <= f + _SIGMA * t * delta:
                     theta, chol, f = trial, c_trial, f_trial
                     break
             t *= 0.5
         else:
             break
-    return {"theta": theta, "n_iter": it, "converged": converged,
+    return {"theta": theta, "n_iter": it, "converged": converged, "n_face": n_face,
             "objective": hist_obj, "gap_bound": hist_gap}
 
 
