@@ -45,8 +45,10 @@ _MAX_HALVINGS = 40     # step halvings before a Newton step is given up
 # taken when Θ + D is positive definite.
 _FLAT = 1e-12
 _SWEEP_RTOL = 1e-3     # inner sweeps stop once the largest |μ| is below this · max|D|
-_CG_MAX = 200          # conjugate-gradient iterations of a face solve
-_CG_RTOL = 1e-4        # ... stopping at this preconditioned residual, relative to the start
+_CG_MAX = 200          # conjugate-gradient iterations of a face solve, at most ...
+_CG_MIN = 25           # ... and at least (one iteration costs two p×p products, 4p³ flops;
+_CG_FLOPS = 5e7        # in between, about this many flops per face solve)
+_CG_RTOL = 1e-3        # ... stopping at this preconditioned residual, relative to the start
 _RESWEEPS = 2          # sweeps after a face solve (they repair its sign flips)
 
 
@@ -129,7 +131,8 @@ def _face_newton(W: np.ndarray, G: np.ndarray, theta: np.ndarray, lam: np.ndarra
     D = D * face
     active = (face > 0) & (lam > 0.0)
     restart = True
-    for _ in range(_CG_MAX):
+    n_max = int(min(_CG_MAX, max(_CG_MIN, _CG_FLOPS / (4.0 * W.shape[0] ** 3))))
+    for _ in range(n_max):
         if restart:
             # (Re)start CG on the current face: the residual of (W D W)_F = −c_F.
             r = -(W @ D @ W + c) * face
