@@ -13,10 +13,13 @@ descent over F, with U = D W kept up to date so that one coordinate costs O(p): 
     μ = −c + soft(c − b/a, α_ij/a),   D_ij, D_ji += μ,   U_i· += μ W_j·,   U_j· += μ W_i·
 
 (diagonal: a = W_ii², soft with α_ii = 0 when the diagonal is not penalised). The sweep is
-compiled with numba (``cache=True``: compiled once per machine, not per run). The step
+compiled with numba (``cache=True``: compiled once per machine, not per run). Newton step k
+makes at most 1 + ⌊(k − 1)/3⌋ sweeps; when they do not settle (ill-conditioned W), the
+direction is refined by preconditioned CG on its orthant face (:func:`_face_newton`). The step
 Θ + tD takes the largest t ∈ {1, ½, ¼, …} with Θ + tD positive definite (a Cholesky
 factorisation) and the Armijo decrease f(Θ + tD) ≤ f(Θ) + σ t δ, σ = 1e-3,
-δ = tr((S − W) D) + α‖Θ + D‖₁ − α‖Θ‖₁ < 0. Newton steps stop on the certified relative gap
+δ = tr((S − W) D) + α‖Θ + D‖₁ − α‖Θ‖₁ < 0 (the full step once −δ is at the round-off of f,
+see ``_FLAT``). Newton steps stop on the certified relative gap
 f(Θ) − d(W̃) ≤ tol · max(|f|, 1), W̃ the projection of Θ⁻¹ onto the dual-feasible set.
 
 This is the CPU path: each problem of a batch is solved in turn (float64 NumPy inside, the
