@@ -63,8 +63,8 @@ GRAPHOPT_TOL = 1e-6        # graphopt's default tol: certified relative gap
 DEFAULT = "graphopt-admm"  # the method the ratios are taken against
 PEERS = ["sklearn", "gglasso", "cvxpy"]
 
-METHODS = ["graphopt-admm", "graphopt-bcd", "graphopt-admm-noscreen", "sklearn-default",
-           "sklearn-enet", "gglasso", "cvxpy"]
+METHODS = ["graphopt-admm", "graphopt-bcd", "graphopt-quic", "graphopt-admm-noscreen",
+           "sklearn-default", "sklearn-enet", "gglasso", "cvxpy"]
 
 
 # ----------------------------------------------------------------------------- data
@@ -572,7 +572,8 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- output
-SHORT = {"graphopt-admm": "ADMM", "graphopt-bcd": "BCD", "graphopt-admm-noscreen":
+SHORT = {"graphopt-admm": "ADMM", "graphopt-bcd": "BCD", "graphopt-quic": "QUIC",
+         "graphopt-admm-noscreen":
          "ADMM no-screen", "sklearn-default": "sk default", "sklearn-enet": "sk enet_tol=1e-8",
          "gglasso": "gglasso", "cvxpy": "cvxpy"}
 

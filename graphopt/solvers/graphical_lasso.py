@@ -33,6 +33,7 @@ from .._tensor import (
 from ..exceptions import ConvergenceWarning
 from ._admm import admm
 from ._bcd import bcd
+from ._quic import quic
 from ._certificates import (
     best_dual_point,
     certified_gap,
@@ -52,6 +53,7 @@ __all__ = ["graphical_lasso", "graphical_lasso_path", "METHODS"]
 METHODS: dict[str, tuple[Callable[..., dict], int]] = {
     "admm": (admm, 3000),
     "bcd": (bcd, 300),
+    "quic": (quic, 100),
 }
 
 
