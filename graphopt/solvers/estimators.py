@@ -76,7 +76,7 @@ class GraphicalLasso(_GraphicalLassoBase):
     Parameters
     ----------
     alpha : float >= 0, default 0.01. The ℓ1 weight.
-    method : {"admm", "bcd"}, default "admm". See :func:`graphical_lasso`.
+    method : {"admm", "bcd", "quic"}, default "admm". See :func:`graphical_lasso`.
     penalize_diagonal : bool, default False. Penalise the diagonal too.
     tol : float > 0, default 1e-6. Certified relative duality-gap tolerance.
     max_iter : int >= 1 or None (the method's default).

@@ -2,9 +2,10 @@
 
     minimise_{Θ ≻ 0}   f(Θ) = −log det Θ + tr(SΘ) + α Σ_{i≠j} |Θ_ij|
 
-(diagonal penalised too with ``penalize_diagonal=True``). Two algorithms, one per module,
+(diagonal penalised too with ``penalize_diagonal=True``). Three algorithms, one per module,
 dispatched by the table ``METHODS``: ``"admm"`` (:mod:`._admm`, eigendecomposition Θ-step,
-adaptive ρ) and ``"bcd"`` (:mod:`._bcd`, glasso column sweeps). Both stop on a certified
+adaptive ρ), ``"bcd"`` (:mod:`._bcd`, glasso column sweeps) and ``"quic"`` (:mod:`._quic`,
+proximal Newton with compiled coordinate descent, CPU only). All stop on a certified
 relative duality gap (:mod:`._certificates`), so ``converged=True`` means
 f(Θ) − f* ≤ tol · max(|f(Θ)|, 1). Before either runs, exact screening (:mod:`._screening`)
 splits every problem into the connected components of |S_ij| > α; equal-sized blocks from the
@@ -173,8 +174,9 @@ def graphical_lasso(
     ----------
     S : (p, p) or (B, p, p) empirical covariance(s), symmetric positive semidefinite.
     alpha : ℓ1 weight ≥ 0; a scalar, or one value per problem (shape (B,)) for a batch.
-    method : ``"admm"`` (default; one eigendecomposition per iteration, batched) or ``"bcd"``
-        (glasso column sweeps; ``max_iter`` then counts sweeps).
+    method : ``"admm"`` (default; one eigendecomposition per iteration, batched), ``"bcd"``
+        (glasso column sweeps; ``max_iter`` then counts sweeps) or ``"quic"`` (proximal
+        Newton on the CPU; ``max_iter`` counts Newton steps).
     penalize_diagonal : also penalise the diagonal entries.
     tol : stop when the certified duality gap f(Θ) − d(W) ≤ tol · max(|f(Θ)|, 1), per problem.
     max_iter : iteration cap (default 3000 for ADMM, 300 sweeps for BCD).
