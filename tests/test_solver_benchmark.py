@@ -34,7 +34,10 @@ def test_generators_give_correlation_matrices(bench):
 def test_runner_scores_and_summarises(bench, tmp_path):
     S = bench.sparse_spd(20, 40, 0.9, 3)
     alpha = bench.alpha_grid(S, (0.9,))[0]
-    runs = {m: bench.run_one(m, S, alpha) for m in ("graphopt-admm", "sklearn-enet", "gglasso")}
+    # gglasso is a benchmark peer (the `bench` extra), not a test dependency.
+    peers = ("graphopt-admm", "sklearn-enet") + (
+        ("gglasso",) if importlib.util.find_spec("gglasso") is not None else ())
+    runs = {m: bench.run_one(m, S, alpha) for m in peers}
     assert runs["graphopt-admm"]["status"] == "converged"
     assert runs["graphopt-admm"]["own_certified_rel_gap"] <= 1e-6
     # The same check for every solver (W̃ from Θ⁻¹ alone) is looser but still small.
