@@ -402,10 +402,33 @@ def format_cell_tables(cell: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_coverage(root: Path, specs: Sequence[RunSpec]) -> str:
+    """Markdown table: per (setting, K) and variant, the finished seeds of the planned ones
+    ("–" where the variant is not planned at that K)."""
+    variants = list(dict.fromkeys(s.variant for s in specs))
+    cells: dict[tuple[str, int], dict[str, list[tuple[int, bool]]]] = {}
+    for s in specs:
+        done = (run_dir(root, s) / "metrics.json").is_file()
+        cells.setdefault((s.setting, s.budget), {}).setdefault(s.variant, []).append((s.seed, done))
+    lines = ["| setting | K | " + " | ".join(variants) + " |",
+             "|---|---|" + "---|" * len(variants)]
+    for (setting, budget), row in cells.items():
+        out = []
+        for v in variants:
+            got = row.get(v)
+            if got is None:
+                out.append("–")
+            else:
+                seeds = [str(k) for k, done in got if done]
+                out.append(f"{len(seeds)}/{len(got)}" + (f" ({','.join(seeds)})" if seeds else ""))
+        lines.append(f"| {setting} | {budget} | " + " | ".join(out) + " |")
+    return "\n".join(lines)
+
+
 def render_markdown(summary: dict[str, Any], saving: dict[str, Any], path: Path,
                     command: str, missing: Sequence[str], planned: int,
-                    findings: str | None = None) -> None:
-    """The sweep's page: status (partial or not, what is missing), method, one pair of
+                    findings: str | None = None, coverage: str = "") -> None:
+    """The sweep's page: status (partial or not, which runs finished), method, one pair of
     tables per (setting, K), the two plots, the branching cost, and ``findings``."""
     from graphopt.peft.report import write_text_atomic
 
@@ -426,7 +449,9 @@ def render_markdown(summary: dict[str, Any], saving: dict[str, Any], path: Path,
         parts.append(f"**Partial results: {len(missing)} of {planned} planned runs have not "
                      "run yet.** The sweep is resumable (`python benchmarks/budget_sweep.py` "
                      "runs only what is missing); every number below may change when it "
-                     "finishes. Missing: " + ", ".join(f"`{m}`" for m in missing) + ".\n")
+                     "finishes. Finished seeds per cell (the missing runs are listed by name "
+                     "under `missing` in `benchmarks/results/budget_sweep.json`):\n\n"
+                     f"{coverage}\n")
     if findings:
         parts.append(f"## What we found\n\n{findings}\n")
     parts.append(
@@ -531,7 +556,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.render is not None:
         findings = (args.findings.read_text(encoding="utf-8").strip()
                     if args.findings is not None else None)
-        render_markdown(summary, saving, args.render, command, missing, len(specs), findings)
+        render_markdown(summary, saving, args.render, command, missing, len(specs), findings,
+                        format_coverage(args.output_dir, specs))
     print(f"wrote {args.json}", file=sys.stderr)
     return 1 if failures else 0
 

@@ -364,6 +364,8 @@ def render_markdown(summary: dict[str, Any], path: Path, command: str,
              "the machine that ran the study; when other work shared that machine the wall "
              "times are inflated, so compare step costs with `python benchmarks/finetune_cost.py` "
              "(docs/finetune.md), which times the methods side by side.\n"]
+    parts.append("The node budget is studied on its own, with seeds paired, in the "
+                 "[budget sweep](budget_sweep.md) (`python benchmarks/budget_sweep.py`).\n")
     if missing:
         parts.append(f"**Incomplete study: {len(missing)} planned runs have not finished** "
                      f"(resume with `python benchmarks/study.py`): {', '.join(missing)}.\n")
