@@ -256,8 +256,8 @@ def summarise(root: Path, specs: Sequence[RunSpec]) -> dict[str, Any]:
     for setting, by_budget in rows.items():
         summary[setting] = {}
         for budget in sorted(by_budget):
-            variants = {v: _row(runs) for v, runs in
-                        sorted(by_budget[budget].items(), key=lambda kv: list(VARIANTS).index(kv[0]))}
+            order = sorted(by_budget[budget].items(), key=lambda kv: list(VARIANTS).index(kv[0]))
+            variants = {v: _row(runs) for v, runs in order}
             paired = {}
             if REFERENCE in variants:
                 ref = {s: r["accuracy"] for s, r in variants[REFERENCE]["runs"].items()}
@@ -380,7 +380,8 @@ def _f(x: float, digits: int = 4, signed: bool = False) -> str:
 
 def format_cell_tables(cell: dict[str, Any]) -> str:
     """The unpaired table (mean ± std) and the paired table of one (setting, K)."""
-    lines = ["| variant | runs | seeds | test accuracy | trainable params |", "|---|---|---|---|---|"]
+    lines = ["| variant | runs | seeds | test accuracy | trainable params |",
+             "|---|---|---|---|---|"]
     for v, r in cell["rows"].items():
         m, s = r["accuracy"]
         lines.append(f"| {v} | {r['n_runs']} | {','.join(map(str, r['seeds']))} | "
@@ -543,7 +544,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarise(args.output_dir, specs)
     spe = _steps_per_epoch(args.output_dir, specs)
     saving = branching_saving(specs, summary["prefix_seconds"], spe)
-    missing = [s.label for s in specs if not (run_dir(args.output_dir, s) / "metrics.json").is_file()]
+    missing = [s.label for s in specs
+               if not (run_dir(args.output_dir, s) / "metrics.json").is_file()]
     for setting, by_budget in summary["cells"].items():
         for budget, cell in by_budget.items():
             print(f"\n{_setting_title(setting)}, K = {budget}\n{format_cell_tables(cell)}")
