@@ -41,7 +41,7 @@ import numpy as np
 
 from _common import REPO_ROOT, mean_std
 
-__all__ = ["VARIANTS", "compare_to", "main", "pareto_front", "summarise"]
+__all__ = ["VARIANTS", "compare_to", "main", "pareto_front", "run_dir", "run_jobs", "summarise"]
 
 #: Study variant -> ``graphopt finetune`` arguments.
 VARIANTS: dict[str, list[str]] = {
@@ -94,34 +94,41 @@ def _command(variant: str, setting: str, seed: int, out: Path, extra: Sequence[s
     return cmd + list(extra)
 
 
-def _run_all(args: argparse.Namespace, extra: Sequence[str]) -> list[dict[str, Any]]:
+def run_jobs(jobs: Sequence[tuple[dict[str, Any], Path, list[str]]], *, desc: str = "study",
+             progress: bool = True) -> list[dict[str, Any]]:
+    """Run each (labels, output folder, command) whose folder has no ``metrics.json`` yet,
+    one subprocess at a time, its output in ``<folder>/log.txt``; returns the failures
+    (labels + exit code + log path). Finished runs are skipped: a study resumes by rerunning."""
     from tqdm.auto import tqdm
 
-    plan = [(s, v, k) for s in args.settings for v in args.variants for k in args.seeds]
-    todo = [x for x in plan if not (run_dir(args.output_dir, *x) / "metrics.json").is_file()]
+    todo = [j for j in jobs if not (j[1] / "metrics.json").is_file()]
     failures = []
-    bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="study", unit="run",
-               disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
-    for setting, variant, seed in todo:
-        out = run_dir(args.output_dir, setting, variant, seed)
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=desc, unit="run",
+               disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    for labels, out, cmd in todo:
         out.mkdir(parents=True, exist_ok=True)
-        bar.set_postfix(setting=setting, variant=variant, seed=seed)
+        bar.set_postfix(labels)
+        what = " ".join(str(v) for v in labels.values())
         t0 = time.perf_counter()
         with open(out / "log.txt", "w", encoding="utf-8") as log:
-            code = subprocess.call(_command(variant, setting, seed, out, extra),
-                                   stdout=log, stderr=subprocess.STDOUT,
+            code = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT,
                                    env={**os.environ, "PYTHONUNBUFFERED": "1"})
         if code != 0:
-            failures.append({"setting": setting, "variant": variant, "seed": seed,
-                             "exit_code": code, "log": str(out / "log.txt")})
-            tqdm.write(f"run failed (exit {code}): {setting} {variant} seed {seed}; see "
-                       f"{out / 'log.txt'}", file=sys.stderr)
+            failures.append({**labels, "exit_code": code, "log": str(out / "log.txt")})
+            tqdm.write(f"run failed (exit {code}): {what}; see {out / 'log.txt'}",
+                       file=sys.stderr)
         else:
-            tqdm.write(f"done in {time.perf_counter() - t0:6.1f}s: {setting} {variant} seed "
-                       f"{seed}", file=sys.stderr)
+            tqdm.write(f"done in {time.perf_counter() - t0:6.1f}s: {what}", file=sys.stderr)
         bar.update(1)
     bar.close()
     return failures
+
+
+def _run_all(args: argparse.Namespace, extra: Sequence[str]) -> list[dict[str, Any]]:
+    jobs = [({"setting": s, "variant": v, "seed": k}, run_dir(args.output_dir, s, v, k),
+             _command(v, s, k, run_dir(args.output_dir, s, v, k), extra))
+            for s in args.settings for v in args.variants for k in args.seeds]
+    return run_jobs(jobs, progress=not args.no_progress)
 
 
 def _run_record(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -357,6 +364,8 @@ def render_markdown(summary: dict[str, Any], path: Path, command: str,
              "the machine that ran the study; when other work shared that machine the wall "
              "times are inflated, so compare step costs with `python benchmarks/finetune_cost.py` "
              "(docs/finetune.md), which times the methods side by side.\n"]
+    parts.append("The node budget is studied on its own, with seeds paired, in the "
+                 "[budget sweep](budget_sweep.md) (`python benchmarks/budget_sweep.py`).\n")
     if missing:
         parts.append(f"**Incomplete study: {len(missing)} planned runs have not finished** "
                      f"(resume with `python benchmarks/study.py`): {', '.join(missing)}.\n")

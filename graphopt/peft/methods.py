@@ -11,6 +11,9 @@ Every builder takes the loaded Hugging Face model and returns a :class:`Prepared
 - ``full``           every parameter
 - ``lora``/``pissa`` Hugging Face ``peft`` (optional extra ``graphopt[baselines]``),
                      :class:`LoraBaselineConfig`: r = 8 on the attention query and value projections
+- ``adalora``/``adamss`` Hugging Face ``peft`` AdaLoRA / AdaMSS with adaptive allocation, on the
+                     GGM config's matrices, budget K = ``n_select`` and schedule
+                     (:mod:`graphopt.peft.adaptive_baselines`)
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ __all__ = ["LoraBaselineConfig", "PreparedModel", "FINETUNE_METHODS", "METHOD_NA
 #: small parameters and need a large step; full fine-tuning needs the usual small one.
 DEFAULT_LR: dict[str, float] = {
     "ggm": 1e-3, "pc-all": 1e-3, "random": 1e-3, "top-importance": 1e-3,
-    "bitfit": 1e-3, "full": 5e-5, "lora": 1e-3, "pissa": 1e-3,
+    "bitfit": 1e-3, "full": 5e-5, "lora": 1e-3, "pissa": 1e-3, "adalora": 1e-3, "adamss": 1e-3,
 }
 
 
@@ -54,9 +57,12 @@ class LoraBaselineConfig:
 class PreparedModel:
     """A model ready for the training loop.
 
-    ``model(**batch)`` returns an output with ``.loss`` and ``.logits``; ``hooks`` (the GGM
-    family's allocator) go into the training loop; ``save(directory)`` writes the trained
-    adapter (or the whole model for ``full``) and returns the written paths.
+    ``model(**batch)`` returns an output with ``.loss`` and ``.logits``; ``hooks`` (the
+    method's own training hooks: the GGM family's allocator, AdaLoRA's budget step) go into
+    the training loop; ``save(directory)`` writes the trained adapter (or the whole model for
+    ``full``) and returns the written paths. ``count_trainable``, when set, counts the
+    parameters that still train where ``requires_grad`` cannot tell (AdaLoRA masks triplets
+    by zeroing them).
     """
 
     method: str
@@ -65,17 +71,20 @@ class PreparedModel:
     allocator: GGMAllocator | None = None
     graphopt_model: GraphoptModel | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    hooks: list[TrainingHook] = field(default_factory=list)
+    count_trainable: Callable[[], int] | None = None
 
-    @property
-    def hooks(self) -> list[TrainingHook]:
-        """The method's own training hooks (the allocator, for the GGM family)."""
-        return [] if self.allocator is None else [self.allocator]
+    def __post_init__(self) -> None:
+        # The allocator is the GGM family's hook: it runs first, as it always has.
+        if self.allocator is not None and not any(h is self.allocator for h in self.hooks):
+            self.hooks = [self.allocator, *self.hooks]
 
     def trainable_parameter_count(self) -> tuple[int, int]:
         """(trainable, total) parameters right now (drops after a GGM selection)."""
         params = list(self.model.parameters())
-        return (sum(p.numel() for p in params if p.requires_grad),
-                sum(p.numel() for p in params))
+        trainable = (self.count_trainable() if self.count_trainable is not None
+                     else sum(p.numel() for p in params if p.requires_grad))
+        return trainable, sum(p.numel() for p in params)
 
 
 def import_hf_peft() -> Any:
@@ -83,7 +92,7 @@ def import_hf_peft() -> Any:
     try:
         return importlib.import_module("peft")
     except ImportError as exc:
-        raise ImportError("methods 'lora' and 'pissa' need Hugging Face peft: "
+        raise ImportError("methods 'lora', 'pissa', 'adalora' and 'adamss' need Hugging Face peft: "
                           "pip install 'graphopt[baselines]' (or pip install peft)") from exc
 
 
@@ -178,6 +187,31 @@ def _build_lora(init: str) -> Builder:
     return build
 
 
+def _save_peft(pmodel: nn.Module, directory: Path) -> list[str]:
+    pmodel.save_pretrained(str(directory))
+    return sorted(p.name for p in directory.iterdir() if p.name.startswith("adapter_"))
+
+
+def _build_adalora(model: nn.Module, ggm: GGMConfig, lora: LoraBaselineConfig,
+                   steps_per_epoch: int) -> PreparedModel:
+    from graphopt.peft.adaptive_baselines import build_adalora
+
+    pmodel, hook, info, count = build_adalora(model, ggm, steps_per_epoch, _head_names(model),
+                                              import_hf_peft())
+    return PreparedModel("adalora", pmodel, lambda d: _save_peft(pmodel, d), info=info,
+                         hooks=[hook], count_trainable=count)
+
+
+def _build_adamss(model: nn.Module, ggm: GGMConfig, lora: LoraBaselineConfig,
+                  steps_per_epoch: int) -> PreparedModel:
+    from graphopt.peft.adaptive_baselines import build_adamss
+
+    pmodel, hook, info = build_adamss(model, ggm, steps_per_epoch, _head_names(model),
+                                      import_hf_peft())
+    return PreparedModel("adamss", pmodel, lambda d: _save_peft(pmodel, d), info=info,
+                         hooks=[hook])
+
+
 #: name -> (description, builder(model, ggm, lora, steps_per_epoch) -> PreparedModel)
 FINETUNE_METHODS: dict[str, tuple[str, Builder]] = {
     "ggm": ("PC nodes, l2,g-GGM selection of n_select nodes (published schedule)", _build_pc("ggm")),
@@ -188,6 +222,10 @@ FINETUNE_METHODS: dict[str, tuple[str, Builder]] = {
     "full": ("every parameter", _build_full),
     "lora": ("Hugging Face peft LoRA, r=8 on query/value", _build_lora("lora")),
     "pissa": ("Hugging Face peft PiSSA, r=8 on query/value", _build_lora("pissa")),
+    "adalora": ("Hugging Face peft AdaLoRA, rank-r triplets on the PC targets, n_select kept "
+                "(same warm-up/scoring schedule)", _build_adalora),
+    "adamss": ("Hugging Face peft AdaMSS + ASA, r subspaces per PC target, n_select kept",
+               _build_adamss),
 }
 METHOD_NAMES: tuple[str, ...] = tuple(FINETUNE_METHODS)
 
