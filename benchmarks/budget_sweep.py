@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from _common import REPO_ROOT, RESULTS_DIR, mean_std
-from study import _check_settings, _run_record, _setting_title, compare_to, run_jobs
+from study import (_check_settings, _run_record, _setting_title, compare_to, run_jobs,
+                   split_command)
 
 __all__ = ["BUDGETS", "SELECTION_VARIANTS", "BASELINE_VARIANTS", "RunSpec", "plan",
            "prefix_groups", "variant_args", "run_dir", "paired_differences", "sign_test",
@@ -547,12 +548,7 @@ def _steps_per_epoch(root: Path, specs: Sequence[RunSpec]) -> dict[str, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run (or resume) the sweep, summarise, write the JSON (and the page)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command = " ".join(["python benchmarks/budget_sweep.py", *argv])
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
+    command, argv, extra = split_command("budget_sweep.py", argv)
     p = _parser()
     args = p.parse_args(argv)
     _check_settings(args.settings)

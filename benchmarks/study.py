@@ -41,7 +41,8 @@ import numpy as np
 
 from _common import REPO_ROOT, mean_std
 
-__all__ = ["VARIANTS", "compare_to", "main", "pareto_front", "run_dir", "run_jobs", "summarise"]
+__all__ = ["VARIANTS", "compare_to", "main", "pareto_front", "run_dir", "run_jobs",
+           "split_command", "summarise"]
 
 #: Study variant -> ``graphopt finetune`` arguments.
 VARIANTS: dict[str, list[str]] = {
@@ -385,14 +386,20 @@ def render_markdown(summary: dict[str, Any], path: Path, command: str,
     write_text_atomic(path, "\n".join(parts))
 
 
+def split_command(script: str, argv: Sequence[str] | None) -> tuple[str, list[str], list[str]]:
+    """(the command line as typed, the script's own arguments, the arguments after ``--``
+    that go to every ``graphopt finetune`` run)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = " ".join([f"python benchmarks/{script}", *argv])
+    if "--" not in argv:
+        return command, argv, []
+    cut = argv.index("--")
+    return command, argv[:cut], argv[cut + 1:]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run (or resume) the study, print the tables, write study.json (and the page)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command = " ".join(["python benchmarks/study.py", *argv])
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
+    command, argv, extra = split_command("study.py", argv)
     args = _parser().parse_args(argv)
     _check_settings(args.settings)
     from graphopt.peft.report import write_json_atomic

@@ -36,6 +36,8 @@ import torch
 from numba import njit
 from scipy.linalg import lapack
 
+from graphopt._linalg import symmetrize
+
 from ._certificates import dual_objective, project_dual
 
 __all__ = ["quic"]
@@ -213,7 +215,7 @@ def _solve_one(S: np.ndarray, alpha: float, mask: np.ndarray, tol: float, max_it
     if theta0 is None:
         theta = np.diag(1.0 / (np.diag(S) + np.diag(lam)))
     else:
-        theta = 0.5 * (theta0 + theta0.T)
+        theta = symmetrize(theta0)
     chol = _cholesky(theta)
     if chol is None:
         raise ValueError("theta0 must be positive definite")
@@ -241,20 +243,18 @@ def _solve_one(S: np.ndarray, alpha: float, mask: np.ndarray, tol: float, max_it
             break
         G = S - W
         free = (theta != 0.0) | (np.abs(G) > lam) | (lam == 0.0)
-        rows, cols = np.nonzero(np.triu(free))
+        rows, cols = (ix.astype(np.int64) for ix in np.nonzero(np.triu(free)))
         D.fill(0.0)
         U.fill(0.0)
         n_sweeps = 1 + (it - 1) // 3
-        done = _coordinate_sweeps(W, S, theta, lam, rows.astype(np.int64),
-                                  cols.astype(np.int64), n_sweeps, D, U)
+        done = _coordinate_sweeps(W, S, theta, lam, rows, cols, n_sweeps, D, U)
         l1_now = float((lam * np.abs(theta)).sum())
         if done == n_sweeps and n_sweeps > 1:
             # The sweeps did not settle (ill-conditioned W): solve on their face by CG, sweep
             # again, keep whichever direction has the lower model value.
             D_face = _face_newton(W, G, theta, lam, free | free.T, D)
             U_face = np.ascontiguousarray(D_face @ W)
-            _coordinate_sweeps(W, S, theta, lam, rows.astype(np.int64), cols.astype(np.int64),
-                               _RESWEEPS, D_face, U_face)
+            _coordinate_sweeps(W, S, theta, lam, rows, cols, _RESWEEPS, D_face, U_face)
             if _model(W, G, theta, lam, D_face) < _model(W, G, theta, lam, D):
                 D, U = D_face, U_face
                 n_face += 1
