@@ -20,10 +20,15 @@ sd(d)/√n, an exact two-sided sign test and a seeded bootstrap 95 % interval of
 verdict is *win* / *lose* when that interval lies above / below 0, otherwise *tie*. The
 unpaired (Welch) comparison of ``study.compare_to`` is kept beside it.
 
-**Shared prefix.** All selection variants and all K of one (setting, seed) share the
-warm-up and scoring steps; :func:`prefix_groups` lists those groups so that a run can be
-branched from one checkpoint of the prefix. Branching is not done yet (every run starts
-from scratch); :func:`branching_saving` computes what it would save.
+**Branching from the shared prefix.** All selection variants and all K of one
+(setting, seed) share the warm-up and scoring steps (:func:`prefix_groups`). The first run
+of each group (in plan order) is trained with ``--save-before-selection``, which writes one
+checkpoint a step before the selection; every other run of the group starts from it with
+``--branch-from`` and trains only the selection step and the last epoch (``--no-branch``
+trains every run from scratch). Once a branched run has finished, one of them is trained
+again from scratch into ``<output-dir>/branch_check/`` and compared with it (test metrics,
+per-step losses, selection, adapter tensors); :func:`branching_saving` puts the steps and
+seconds saved on the page.
 
 Writes ``<output-dir>/budget_sweep.json`` and, with ``--render PATH``, a Markdown page with
 the tables and two plots (accuracy against trainable parameters; paired differences).
@@ -46,8 +51,9 @@ from study import (_check_settings, _run_record, _setting_title, compare_to, run
                    split_command)
 
 __all__ = ["BUDGETS", "SELECTION_VARIANTS", "BASELINE_VARIANTS", "RunSpec", "plan",
-           "prefix_groups", "variant_args", "run_dir", "paired_differences", "sign_test",
-           "bootstrap_mean_interval", "summarise", "branching_saving", "main"]
+           "prefix_groups", "branch_args", "variant_args", "run_dir", "paired_differences",
+           "sign_test", "bootstrap_mean_interval", "summarise", "branching_saving",
+           "check_branch", "main"]
 
 #: Default node budgets K (of 180 nodes: r = 10 on the 18 query/key/value matrices).
 BUDGETS: tuple[int, ...] = (12, 24, 48, 96)
@@ -125,9 +131,27 @@ def prefix_groups(specs: Sequence[RunSpec]) -> dict[tuple[str, int], list[RunSpe
     return groups
 
 
-def _command(spec: RunSpec, out: Path, extra: Sequence[str]) -> list[str]:
+def branch_args(root: Path, spec: RunSpec, groups: dict[tuple[str, int], list[RunSpec]]
+                ) -> list[str]:
+    """``graphopt finetune`` arguments that share the prefix of ``spec``'s group: the
+    group's first run saves it (``--save-before-selection``), the others branch from that
+    run's directory. Baselines, and the runs of a group whose first run finished without a
+    prefix checkpoint (a sweep started with ``--no-branch``), run from scratch."""
+    group = groups.get((spec.setting, spec.seed))
+    if not group or spec not in group:
+        return []
+    owner = run_dir(root, group[0])
+    if spec == group[0]:
+        return ["--save-before-selection"]
+    if (owner / "metrics.json").is_file() and not (owner / "checkpoints").is_dir():
+        return []
+    return ["--branch-from", str(owner)]
+
+
+def _command(spec: RunSpec, out: Path, extra: Sequence[str],
+             branch: Sequence[str] = ()) -> list[str]:
     cmd = [sys.executable, "-m", "graphopt.peft.finetune", *variant_args(spec.variant, spec.budget),
-           "--seed", str(spec.seed), "--output-dir", str(out), "--no-progress"]
+           "--seed", str(spec.seed), "--output-dir", str(out), "--no-progress", *branch]
     if spec.setting != "full":
         cmd += ["--few-shot", spec.setting]
     return cmd + list(extra)
@@ -151,6 +175,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="a Markdown paragraph for the page's 'What we found' section")
     p.add_argument("--plan-only", "--no-run", dest="no_run", action="store_true",
                    help="only summarise finished runs")
+    p.add_argument("--no-branch", action="store_true",
+                   help="train every run from scratch instead of branching the selection "
+                        "runs from their group's prefix checkpoint")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -241,8 +268,7 @@ def summarise(root: Path, specs: Sequence[RunSpec]) -> dict[str, Any]:
     from graphopt.peft.report import read_json
 
     rows: dict[str, dict[int, dict[str, Any]]] = {}
-    prefix: dict[str, float] = {}
-    seconds: dict[str, float] = {}
+    timings: dict[str, dict[str, Any]] = {}
     for spec in specs:
         path = run_dir(root, spec) / "metrics.json"
         if not path.is_file():
@@ -253,8 +279,11 @@ def summarise(root: Path, specs: Sequence[RunSpec]) -> dict[str, Any]:
         if spec.variant in SELECTION_VARIANTS:
             s = _prefix_seconds(metrics)
             if s is not None:
-                prefix[spec.label] = s
-                seconds[spec.label] = float(metrics["timings"]["total_s"])
+                resumed = metrics.get("resumed_from") or {}
+                branched = "branched_from_method" in resumed
+                timings[spec.label] = {"total_s": float(metrics["timings"]["total_s"]),
+                                       "prefix_s": s, "branched": branched,
+                                       "skipped_steps": int(resumed["step"]) if branched else 0}
     summary: dict[str, Any] = {}
     for setting, by_budget in rows.items():
         summary[setting] = {}
@@ -270,17 +299,18 @@ def summarise(root: Path, specs: Sequence[RunSpec]) -> dict[str, Any]:
                             ref, {s: r["accuracy"] for s, r in row["runs"].items()})
             summary[setting][budget] = {"rows": variants, "paired": paired,
                                         "unpaired": compare_to(variants, REFERENCE)}
-    return {"cells": summary, "prefix_seconds": prefix, "run_seconds": seconds}
+    return {"cells": summary, "timings": timings}
 
 
-def branching_saving(specs: Sequence[RunSpec], prefix_seconds: dict[str, float],
-                     steps_per_epoch: dict[str, int], epochs: int = 3,
-                     prefix_epochs: int = 2,
-                     run_seconds: dict[str, float] | None = None) -> dict[str, Any]:
+def branching_saving(specs: Sequence[RunSpec], steps_per_epoch: dict[str, int],
+                     timings: dict[str, dict[str, Any]] | None = None, epochs: int = 3,
+                     prefix_epochs: int = 2) -> dict[str, Any]:
     """What branching the selection runs from one prefix checkpoint per (setting, seed)
-    saves. In optimiser steps, for the planned runs: a group of n runs costs n·E epochs from
-    scratch and P + n·(E − P) branched (P prefix epochs of E). In seconds, for the finished
-    runs: Σ prefix − one prefix per group (its mean), against the runs' total seconds."""
+    saves. In optimiser steps, for the planned runs: with S = E·spe steps per run and a
+    prefix checkpoint after P·spe − 1 steps (one before the selection), a group of n runs
+    costs n·S from scratch and n·S − (n − 1)·(P·spe − 1) branched. In seconds, for the
+    finished branched runs: the prefix seconds each skipped (its group's first run's
+    warm-up, scoring and their validations, which it inherits) against what they took."""
     groups = prefix_groups(specs)
     scratch = branched = 0
     for (setting, _), runs in groups.items():
@@ -288,20 +318,64 @@ def branching_saving(specs: Sequence[RunSpec], prefix_seconds: dict[str, float],
         if spe is None:
             continue
         scratch += len(runs) * epochs * spe
-        branched += prefix_epochs * spe + len(runs) * (epochs - prefix_epochs) * spe
-    done_groups: dict[tuple[str, int], list[float]] = {}
-    for (setting, seed), runs in groups.items():
-        got = [prefix_seconds[r.label] for r in runs if r.label in prefix_seconds]
-        if got:
-            done_groups[(setting, seed)] = got
-    saved_s = sum(sum(v) - float(np.mean(v)) for v in done_groups.values())
+        branched += len(runs) * epochs * spe - (len(runs) - 1) * (prefix_epochs * spe - 1)
+    timings = timings or {}
+    done = [timings[r.label] for runs in groups.values() for r in runs if r.label in timings]
+    took = [t for t in done if t["branched"]]
     return {"steps_from_scratch": scratch, "steps_branched": branched,
             "step_ratio": scratch / branched if branched else math.nan,
-            "measured_prefix_s": sum(sum(v) for v in done_groups.values()),
-            "measured_saving_s": saved_s,
-            "measured_total_s": sum((run_seconds or {}).get(r.label, 0.0)
-                                    for runs in groups.values() for r in runs),
-            "groups": len(groups)}
+            "groups": len(groups), "finished_runs": len(done), "branched_runs": len(took),
+            "measured_total_s": sum(t["total_s"] for t in done),
+            "branched_total_s": sum(t["total_s"] for t in took),
+            "measured_saving_s": sum(t["prefix_s"] for t in took),
+            "skipped_steps": sum(t["skipped_steps"] for t in took)}
+
+
+def _comparable(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a run computes (no timings, paths or resume record)."""
+    return {"test": metrics["test"], "step_losses": metrics["step_losses"],
+            "validation": [e["validation"] for e in metrics["epochs"]],
+            "selected": (metrics.get("allocation") or {}).get("selected"),
+            "trainable": metrics["trainable_parameters"]["final"]}
+
+
+def check_branch(root: Path, specs: Sequence[RunSpec], extra: Sequence[str],
+                 progress: bool = True) -> dict[str, Any] | None:
+    """Train the first finished branched run again from scratch (into
+    ``<root>/branch_check/<label>``, once) and compare the two: test metrics, per-step
+    losses, validation curve, selected nodes, and the adapter tensors (max |Δ|). None when
+    no branched run has finished."""
+    from safetensors.torch import load_file
+
+    from graphopt.peft.report import read_json
+
+    for spec in specs:
+        path = run_dir(root, spec) / "metrics.json"
+        if not path.is_file() or "branched_from_method" not in (
+                read_json(path).get("resumed_from") or {}):
+            continue
+        out = root / "branch_check" / spec.setting / f"K{spec.budget}" / spec.variant / \
+            f"seed{spec.seed}"
+        failures = run_jobs([({"run": f"{spec.label} (from scratch)"}, out,
+                              _command(spec, out, extra))], desc="branch check",
+                            progress=progress)
+        if failures:
+            return {"run": spec.label, "failed": failures}
+        branched, scratch = read_json(path), read_json(out / "metrics.json")
+        ta = load_file(run_dir(root, spec) / "adapter" / "adapter_model.safetensors")
+        tb = load_file(out / "adapter" / "adapter_model.safetensors")
+        diff = max((float((ta[k] - tb[k]).abs().max()) for k in ta if k in tb), default=0.0)
+        same = _comparable(branched) == _comparable(scratch) and ta.keys() == tb.keys() \
+            and diff == 0.0
+        return {"run": spec.label, "identical": same, "max_abs_adapter_diff": diff,
+                "test_accuracy": {"branched": branched["test"]["accuracy"],
+                                  "scratch": scratch["test"]["accuracy"]},
+                "total_s": {"branched": branched["timings"]["total_s"],
+                            "scratch": scratch["timings"]["total_s"]},
+                "steps_run": {"branched": len(branched["step_losses"])
+                              - branched["resumed_from"]["step"],
+                              "scratch": len(scratch["step_losses"])}}
+    return None
 
 
 # ---------------------------------------------------------------- plots and page
@@ -445,9 +519,56 @@ def format_coverage(root: Path, specs: Sequence[RunSpec]) -> str:
     return "\n".join(lines)
 
 
+def format_branching(saving: dict[str, Any], check: dict[str, Any] | None) -> str:
+    """The page's section on branching from the shared prefix: what it saved, and the
+    branched-against-scratch check."""
+    text = [
+        "## Branching from the shared prefix\n\n"
+        "All selection variants and all budgets of one (setting, seed) share the warm-up and "
+        "scoring steps; only the selection step and the last epoch differ. The first run of "
+        "each (setting, seed) saves a checkpoint one step before its selection "
+        "(`graphopt finetune --save-before-selection`), and the other selection runs of that "
+        "(setting, seed) start from it (`--branch-from`), so they train only the selection "
+        "step and the last epoch. The baselines have their own adapters and always run from "
+        f"scratch. For the planned selection runs ({saving['groups']} groups) this cuts the "
+        f"optimiser steps from {saving['steps_from_scratch']:,} to "
+        f"{saving['steps_branched']:,} ({saving['step_ratio']:.2f}× fewer)."]
+    if saving["branched_runs"]:
+        took, saved = saving["branched_total_s"], saving["measured_saving_s"]
+        text.append(
+            f" Measured: the {saving['branched_runs']} finished branched runs took "
+            f"{took:,.0f} s and skipped {saving['skipped_steps']:,} steps, whose training and "
+            f"validations had cost their groups' first runs {saved:,.0f} s, so from scratch "
+            f"they would have taken about {took + saved:,.0f} s "
+            f"({(took + saved) / took:.2f}× the time). Loading, encoding and the test "
+            "evaluation are not shared, so at 8 per class, where an epoch is 3 steps, the "
+            "saving in seconds is far below the step ratio (wall seconds on a shared 2-core "
+            "machine).")
+    if check is None:
+        text.append(" No branched run has finished yet, so the branched-against-scratch "
+                    "check has not run.")
+    elif "failed" in check:
+        text.append(f" The from-scratch check run of `{check['run']}` failed: "
+                    f"{check['failed']}.")
+    else:
+        verdict = ("identical" if check["identical"] else "**different** (the sweep's "
+                   "branched numbers are suspect)")
+        text.append(
+            f"\n\n**Check.** `{check['run']}` was trained again from scratch: test accuracy "
+            f"{check['test_accuracy']['scratch']:.4f} from scratch and "
+            f"{check['test_accuracy']['branched']:.4f} branched, per-step losses, validation "
+            f"curve and selected nodes {verdict}, adapter tensors max |Δ| = "
+            f"{check['max_abs_adapter_diff']:.1e}; {check['steps_run']['scratch']} steps in "
+            f"{check['total_s']['scratch']:.1f} s from scratch, "
+            f"{check['steps_run']['branched']} steps in {check['total_s']['branched']:.1f} s "
+            "branched.")
+    return "".join(text) + "\n"
+
+
 def render_markdown(summary: dict[str, Any], saving: dict[str, Any], path: Path,
                     command: str, missing: Sequence[str], planned: int,
-                    findings: str | None = None, coverage: str = "") -> None:
+                    findings: str | None = None, coverage: str = "",
+                    check: dict[str, Any] | None = None) -> None:
     """The sweep's page: status (partial or not, which runs finished), method, one pair of
     tables per (setting, K), the two plots, the branching cost, and ``findings``."""
     from graphopt.peft.report import write_text_atomic
@@ -512,24 +633,7 @@ def render_markdown(summary: dict[str, Any], saving: dict[str, Any], path: Path,
                          "Mean paired difference `ggm` − other, with its bootstrap 95 % "
                          "interval; above the zero line `ggm` is ahead (settings without "
                          "pairs yet have no panel).\n")
-    parts.append(
-        "## Branching from a shared prefix (not done yet)\n\n"
-        "All selection variants and all budgets of one (setting, seed) share the warm-up and "
-        "scoring epochs; only the selection step and the last epoch differ. Training that "
-        "prefix once per (setting, seed) and branching every (variant, K) from its checkpoint "
-        "needs checkpoint/resume of a fine-tune, which is not in graphopt yet; **every run "
-        "above was trained from scratch.** `budget_sweep.prefix_groups` lists the groups. "
-        f"For the planned selection runs ({saving['groups']} groups) branching would cut the "
-        f"optimiser steps from {saving['steps_from_scratch']:,} to "
-        f"{saving['steps_branched']:,} ({saving['step_ratio']:.2f}× fewer). Measured on the "
-        f"finished selection runs ({saving['measured_total_s']:,.0f} s in all) "
-        f"{saving['measured_prefix_s']:,.0f} s went into prefixes, of which "
-        f"{saving['measured_saving_s']:,.0f} s repeated a prefix another run of the same "
-        "(setting, seed) had already trained (wall seconds on a shared 2-core machine; a "
-        "run's loading, encoding and test evaluation are not saved, so at 8 per class, "
-        "where an epoch is 3 steps, the saving in seconds is far below the step ratio). "
-        "A branched run must equal a run from scratch on the same seed; that check comes "
-        "with the branching.\n")
+    parts.append(format_branching(saving, check))
     write_text_atomic(path, "\n".join(parts))
 
 
@@ -558,14 +662,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     specs = plan(args.settings, args.budgets, args.variants, args.seeds)
     failures: list[dict[str, Any]] = []
+    groups = {} if args.no_branch else prefix_groups(specs)
+    check = None
     if not args.no_run:
+        # run_jobs runs one job at a time in plan order, so a group's first run (which
+        # saves the prefix) always finishes before the runs that branch from it.
         jobs = [({"run": s.label}, run_dir(args.output_dir, s),
-                 _command(s, run_dir(args.output_dir, s), extra)) for s in specs]
+                 _command(s, run_dir(args.output_dir, s), extra,
+                          branch_args(args.output_dir, s, groups))) for s in specs]
         failures = run_jobs(jobs, desc="budget sweep", progress=not args.no_progress)
+        if groups:
+            check = check_branch(args.output_dir, specs, extra, progress=not args.no_progress)
+    elif (args.output_dir / "budget_sweep.json").is_file():
+        from graphopt.peft.report import read_json
+
+        check = read_json(args.output_dir / "budget_sweep.json").get("branch_check")
     summary = summarise(args.output_dir, specs)
     spe = _steps_per_epoch(args.output_dir, specs)
-    saving = branching_saving(specs, summary["prefix_seconds"], spe,
-                              run_seconds=summary["run_seconds"])
+    saving = branching_saving(specs, spe, summary["timings"])
     missing = [s.label for s in specs
                if not (run_dir(args.output_dir, s) / "metrics.json").is_file()]
     for setting, by_budget in summary["cells"].items():
@@ -574,14 +688,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = {"budgets": args.budgets, "variants": {v: VARIANTS[v] for v in args.variants},
               "settings": args.settings, "seeds": args.seeds, "finetune_args": extra,
               "planned": len(specs), "missing": missing, "branching": saving,
-              "steps_per_epoch": spe, "summary": summary, "failures": failures}
+              "steps_per_epoch": spe, "branch_check": check, "summary": summary,
+              "failures": failures}
     for target in {args.output_dir / "budget_sweep.json", args.json}:
         write_json_atomic(target, result)
     if args.render is not None:
         findings = (args.findings.read_text(encoding="utf-8").strip()
                     if args.findings is not None else None)
         render_markdown(summary, saving, args.render, command, missing, len(specs), findings,
-                        format_coverage(args.output_dir, specs))
+                        format_coverage(args.output_dir, specs), check)
     print(f"wrote {args.json}", file=sys.stderr)
     return 1 if failures else 0
 

@@ -100,13 +100,33 @@ def test_plan_orders_runs_and_keeps_baselines_at_the_edge_budgets():
 
 def test_branching_saving_counts_steps():
     specs = sweep.plan(["full"], [12, 24, 48, 96], list(sweep.SELECTION_VARIANTS), [0])
-    out = sweep.branching_saving(specs, {}, {"full": 32})
-    # 16 runs of 3 epochs from scratch against 2 shared epochs + 16 last epochs
+    out = sweep.branching_saving(specs, {"full": 32})
+    # 16 runs of 96 steps from scratch; 15 of them skip the 63 steps before the selection
     assert out["steps_from_scratch"] == 16 * 3 * 32
-    assert out["steps_branched"] == 2 * 32 + 16 * 32
-    assert out["step_ratio"] == pytest.approx(48 / 18)
-    labels = {s.label: 10.0 for s in specs[:4]}
-    assert sweep.branching_saving(specs, labels, {"full": 32})["measured_saving_s"] == 30.0
+    assert out["steps_branched"] == 16 * 96 - 15 * 63
+    assert out["step_ratio"] == pytest.approx(16 * 96 / (16 * 96 - 15 * 63))
+    timings = {s.label: {"total_s": 4.0, "prefix_s": 10.0, "branched": i > 0,
+                         "skipped_steps": 63 if i > 0 else 0} for i, s in enumerate(specs[:4])}
+    got = sweep.branching_saving(specs, {"full": 32}, timings)
+    assert (got["finished_runs"], got["branched_runs"]) == (4, 3)
+    assert got["measured_saving_s"] == 30.0 and got["branched_total_s"] == 12.0
+    assert got["skipped_steps"] == 3 * 63
+
+
+def test_branch_args_share_each_groups_prefix(tmp_path):
+    specs = sweep.plan(["8"], [4, 8], ["ggm", "random", "adalora"], [0, 1])
+    groups = sweep.prefix_groups(specs)
+    args = {s.label: sweep.branch_args(tmp_path, s, groups) for s in specs}
+    owner = sweep.run_dir(tmp_path, sweep.RunSpec("8", 4, "ggm", 1))
+    assert args["8/K4/ggm/seed1"] == ["--save-before-selection"]
+    assert args["8/K8/random/seed1"] == ["--branch-from", str(owner)]
+    assert args["8/K4/adalora/seed0"] == [] and args["8/K8/ggm/seed0"][0] == "--branch-from"
+    assert sweep.branch_args(tmp_path, specs[0], {}) == []
+    # A first run that finished without a prefix checkpoint (a --no-branch sweep): the
+    # others of its group run from scratch.
+    owner.mkdir(parents=True)
+    (owner / "metrics.json").write_text("{}")
+    assert sweep.branch_args(tmp_path, sweep.RunSpec("8", 8, "random", 1), groups) == []
 
 
 def test_tiny_sweep_runs_pairs_and_renders_a_partial_page(tiny, tmp_path):
@@ -144,6 +164,17 @@ def test_tiny_sweep_runs_pairs_and_renders_a_partial_page(tiny, tmp_path):
     assert "| full | 2 | 0/2 | 0/2 | 0/2 |" in text
     assert "| full | 4 | 2/2 (0,1) | 2/2 (0,1) | 0/2 |" in text
     assert "full/K2/adalora/seed0" in result["missing"]
-    assert "not done yet" in text
+    # Branched: each seed's first run saved the prefix, the other three started from it,
+    # and one of them was trained again from scratch and matched.
+    first = json.loads((sweep.run_dir(out, sweep.RunSpec("full", 4, "ggm", 0)) / "metrics.json")
+                       .read_text())
+    assert first["resumed_from"] is None and first["outputs"]["checkpoints"] == "checkpoints"
+    assert metrics["resumed_from"]["branched_from_method"] == "random" or \
+        metrics["resumed_from"]["branched_from_method"] == "ggm"
+    check = result["branch_check"]
+    assert check["run"] == "full/K4/random/seed0" and check["identical"], check
+    assert check["max_abs_adapter_diff"] == 0.0
+    assert result["branching"]["branched_runs"] == 2
+    assert "Branching from the shared prefix" in text and "was trained again from scratch" in text
     assert (tmp_path / "docs" / "budget_sweep_paired_differences.png").is_file()
     assert (tmp_path / "docs" / "budget_sweep_accuracy_vs_trainable.png").is_file()

@@ -395,3 +395,58 @@ def test_ddp_two_processes_sigkill_then_resume(tiny, tmp_path):
     assert m["resumed_from"]["step"] == 6 and m["resolved"]["processes"] == 2
     assert _comparable(m) == _comparable(r)
     _assert_same_outputs(out, ref)
+
+
+# -- branching from a shared prefix -------------------------------------------------------------
+@pytest.fixture(scope="module")
+def prefix(tiny, tmp_path_factory):
+    """A GGM run that saved its prefix (step 4, one before the selection at step 5)."""
+    out = tmp_path_factory.mktemp("prefix") / "ggm"
+    return out, _run(_argv(tiny, out, *GGM, "--save-before-selection"))
+
+
+def test_save_before_selection_leaves_the_run_unchanged(prefix, reference):
+    out, m = prefix
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000004"]
+    assert _comparable(m) == _comparable(reference["ggm"][1])
+    _assert_same_outputs(out, reference["ggm"][0])
+
+
+@pytest.mark.parametrize("variant", [
+    ["--method", "random", "--n-select", "4"],
+    ["--method", "top-importance", "--n-select", "6", "--n-important", "3"],
+    ["--method", "ggm", "--n-select", "3", "--n-important", "1", "--ggm-groups", "all"],
+])
+def test_branched_run_equals_a_run_from_scratch(tiny, tmp_path, prefix, variant):
+    # The variant's options come last, so they override those of GGM.
+    scratch = _run(_argv(tiny, tmp_path / "scratch", *GGM, *variant))
+    branched = _run(_argv(tiny, tmp_path / "branched", *GGM, *variant,
+                          "--branch-from", str(prefix[0])))
+    assert branched["resumed_from"]["step"] == 4
+    assert branched["resumed_from"]["branched_from_method"] == "ggm"
+    assert _comparable(branched) == _comparable(scratch)
+    assert branched["allocation"]["selected"] != prefix[1]["allocation"]["selected"]
+    _assert_same_outputs(tmp_path / "branched", tmp_path / "scratch")
+
+
+def test_branch_refuses_what_the_prefix_does_not_share(tiny, tmp_path, prefix, capsys):
+    out = prefix[0]
+    err = _refused(_argv(tiny, tmp_path / "a", *GGM, "--method", "random", "--lr", "0.02",
+                         "--branch-from", str(out)), capsys)
+    assert "cannot resume" in err and "lr" in err and "n_select" not in err
+    err = _refused(_argv(tiny, tmp_path / "b", *GGM, "--method", "random", "--seed", "1",
+                         "--branch-from", str(out)), capsys)
+    assert "seed: 0 in the checkpoint, 1 now" in err
+    # A checkpoint saved after the selection holds another method's choice of nodes.
+    late = tmp_path / "late"
+    _run(_argv(tiny, late, *GGM, "--save-every", "3"))
+    err = _refused(_argv(tiny, tmp_path / "c", *GGM, "--method", "random",
+                         "--branch-from", str(late)), capsys)
+    assert "saved after the selection step" in err and "--save-before-selection" in err
+    with pytest.raises(SystemExit):
+        main(_argv(tiny, tmp_path / "d", "--method", "bitfit", "--branch-from", str(out)))
+    assert "branch_from needs a selection method" in capsys.readouterr().err.replace(
+        "--branch-from", "branch_from")
+    with pytest.raises(SystemExit):
+        main(_argv(tiny, tmp_path / "e", *GGM, "--branch-from", str(out), "--resume", str(out)))
+    assert "exclude each other" in capsys.readouterr().err

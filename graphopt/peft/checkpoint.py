@@ -44,7 +44,7 @@ import random
 import re
 import secrets
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -122,7 +122,11 @@ def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
     return []
 
 
-def _check_fingerprint(saved: Mapping[str, Any], current: Mapping[str, Any], path: Path) -> None:
+def _check_fingerprint(saved: Mapping[str, Any], current: Mapping[str, Any], path: Path,
+                       may_differ: Collection[str] = ()) -> None:
+    if may_differ:  # those config options are the caller's to check
+        saved, current = ({**fp, "config": {k: v for k, v in fp.get("config", {}).items()
+                                            if k not in may_differ}} for fp in (saved, current))
     problems = []
     for part in sorted(set(saved) | set(current)):
         diffs = _differences(saved.get(part), current.get(part), "")
@@ -381,11 +385,13 @@ def load_checkpoint(path: str | os.PathLike[str], *, model: nn.Module,
                     optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
                     hooks: Sequence[TrainingHook] = (),
                     generators: Mapping[str, np.random.Generator | torch.Generator] | None = None,
-                    fingerprint: Mapping[str, Any] | None = None) -> Checkpoint:
+                    fingerprint: Mapping[str, Any] | None = None,
+                    may_differ: Collection[str] = ()) -> Checkpoint:
     """Restore the last complete checkpoint at ``path`` (see :func:`find_checkpoint`).
 
     Validates before changing anything: the file's SHA-256, the fingerprint (when given:
-    a ValueError names every config option, model or data that differs), the world size,
+    a ValueError names every config option, model or data that differs, except the config
+    options in ``may_differ``), the world size,
     the hook names and the tensors' names and shapes. Then restores, in order, the trained
     tensors, the optimiser and scheduler, the hooks (the allocator re-freezes its
     selection), and this rank's RNG states. Under torch.distributed every rank calls it.
@@ -404,7 +410,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, model: nn.Module,
                          f"recorded in {MARKER_FILE}); resume from an earlier checkpoint")
     if fingerprint is not None:
         _check_fingerprint(marker.get("fingerprint", {}), json.loads(json.dumps(
-            dict(fingerprint), default=str)), found)
+            dict(fingerprint), default=str)), found, may_differ)
     rank, world = _distributed()
     if marker["world_size"] != world:
         raise ValueError(f"cannot resume from {found}: it was made by {marker['world_size']} "

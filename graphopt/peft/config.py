@@ -21,7 +21,7 @@ from .options import option
 
 __all__ = ["GGMConfig", "SpectralConfig", "TrainConfig", "SELECTION_POLICIES", "GROUP_STRUCTURES",
            "GRAPH_CHOICES", "FILTER_METHODS", "QKV_SUFFIXES", "CPU_STEPS_PER_EPOCH",
-           "CHECKPOINTS_KEPT"]
+           "CHECKPOINTS_KEPT", "BRANCH_METHODS", "BRANCH_MAY_CHANGE"]
 
 #: Allocation policies: the GGM, two same-budget baselines, and "none" (= pc-all, no freezing).
 SELECTION_POLICIES = ("ggm", "random", "top-importance", "none")
@@ -323,6 +323,14 @@ CPU_STEPS_PER_EPOCH = 32
 
 #: Complete checkpoints kept per run (older ones are deleted after each save).
 CHECKPOINTS_KEPT = 2
+#: Methods whose runs share everything before the selection step (the same PC nodes,
+#: warm-up, scores and data order for one seed), so one can branch from another's
+#: checkpoint taken before its selection (``--save-before-selection`` / ``--branch-from``).
+BRANCH_METHODS = ("ggm", "random", "top-importance")
+#: Options (as ``metrics.json`` names them) that a branched run may set differently from
+#: the run it branches from: each acts only at the selection step or after it.
+BRANCH_MAY_CHANGE = ("method", "n_important", "n_select", "tau", "lam", "g", "omega_step",
+                     "ggm_groups", "regularization")
 
 
 @dataclass
@@ -375,9 +383,18 @@ class TrainConfig:
                                  help="continue the run in RUN_DIR from its last complete "
                                       "checkpoint (refused if the config, model or data "
                                       "differ); results go to RUN_DIR unless --output-dir")
+    save_before_selection: bool = option(
+        False, help="write one checkpoint one step before the selection step, for other "
+                    "selection runs to --branch-from (methods: " + ", ".join(BRANCH_METHODS) + ")")
+    branch_from: Path | None = option(
+        None, type=Path, metavar="RUN_DIR",
+        help="start from the checkpoint a run of another selection method wrote with "
+             "--save-before-selection, skipping the shared warm-up and scoring steps; "
+             "only " + ", ".join("--" + o.replace("_", "-") for o in BRANCH_MAY_CHANGE)
+             + " may differ from that run")
 
     def __post_init__(self) -> None:
-        for name in ("model", "data", "output_dir", "resume"):
+        for name in ("model", "data", "output_dir", "resume", "branch_from"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, Path):
                 setattr(self, name, Path(value))
@@ -393,6 +410,16 @@ class TrainConfig:
         if self.resume is not None and not self.resume.is_dir():
             raise ValueError(f"resume {str(self.resume)!r} is not a directory (give the run "
                              "directory of the run to continue)")
+        if self.branch_from is not None and not self.branch_from.is_dir():
+            raise ValueError(f"branch_from {str(self.branch_from)!r} is not a directory (give "
+                             "the run directory of a run made with --save-before-selection)")
+        if self.branch_from is not None and self.resume is not None:
+            raise ValueError("branch_from and resume exclude each other: resume continues "
+                             "this run, branch_from starts it from another run's prefix")
+        for name in ("save_before_selection", "branch_from"):
+            if getattr(self, name) and self.method not in BRANCH_METHODS:
+                raise ValueError(f"{name} needs a selection method ({', '.join(BRANCH_METHODS)}); "
+                                 f"method {self.method!r} has no shared prefix to branch from")
         for name in ("few_shot", "max_steps", "threads", "save_every"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))

@@ -9,7 +9,10 @@ fits in a few minutes on two cores; ``--steps-per-epoch 0`` trains on full epoch
 Writes into ``--output-dir``: ``metrics.json``, ``curves.png`` (training loss per step,
 validation accuracy and macro-F1 per epoch), ``adapter/`` (the trained adapter), for the GGM
 family ``allocation/`` and ``selected_nodes.png``, and with ``--save-every N``
-``checkpoints/`` that ``--resume RUN_DIR`` continues from. See docs/finetune.md.
+``checkpoints/`` that ``--resume RUN_DIR`` continues from. ``--save-before-selection``
+writes one checkpoint a step before the selection, from which a run of another selection
+method or budget starts with ``--branch-from RUN_DIR`` instead of repeating the shared
+warm-up and scoring steps. See docs/finetune.md.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from .options import add_options, config_from_args, options_dict
-from .config import CPU_STEPS_PER_EPOCH, GGMConfig, SpectralConfig, TrainConfig
+from .config import (BRANCH_MAY_CHANGE, BRANCH_METHODS, CPU_STEPS_PER_EPOCH, GGMConfig,
+                     SpectralConfig, TrainConfig)
 from .runtime import default_model_path
 
 __all__ = ["main", "build_parser", "configs_from_args", "run", "prepare_run", "train_run",
@@ -124,7 +128,7 @@ def prepare_run(train: TrainConfig, ggm: GGMConfig, spectral: SpectralConfig) ->
     tokenizer, base = load_classifier(model_path, splits.num_labels, splits.label_names,
                                       train.seed)
     model_fingerprint = None
-    if train.save_every is not None or train.resume is not None:
+    if _checkpointing(train):
         from graphopt.peft.checkpoint import fingerprint_tensors
 
         # The loaded weights (and seeded head) before the method changes them.
@@ -171,6 +175,11 @@ def prepare_run(train: TrainConfig, ggm: GGMConfig, spectral: SpectralConfig) ->
         t_start=t_start, t_loaded=t_loaded, model_fingerprint=model_fingerprint)
 
 
+def _checkpointing(t: TrainConfig) -> bool:
+    return (t.save_every is not None or t.resume is not None or t.save_before_selection
+            or t.branch_from is not None)
+
+
 def _pad_id(run: PreparedRun) -> int:
     return run.tokenizer.pad_token_id if run.tokenizer.pad_token_id is not None else 0
 
@@ -178,7 +187,7 @@ def _pad_id(run: PreparedRun) -> int:
 #: TrainConfig options a resumed run may change: where things are and how the run is shown
 #: or checkpointed. The model and data are compared by content instead of by path.
 RESUME_MAY_CHANGE = ("model", "data", "device", "threads", "output_dir", "progress",
-                     "save_every", "resume")
+                     "save_every", "resume", "save_before_selection", "branch_from")
 
 
 def run_fingerprint(run: PreparedRun) -> dict[str, Any]:
@@ -209,11 +218,14 @@ def train_run(run: PreparedRun) -> Any:
 
     hooks = run.prepared.hooks + ([run.spectral] if run.spectral is not None else [])
     t = run.train
-    checkpointing = t.save_every is not None or t.resume is not None
-    fingerprint = run_fingerprint(run) if checkpointing else None
+    fingerprint = run_fingerprint(run) if _checkpointing(t) else None
+    save_steps = [_prefix_step(run)] if t.save_before_selection else []
 
     def on_resume(ckpt: Any) -> None:
         run.resumed_from = {"checkpoint": str(ckpt.path), "step": ckpt.step}
+        if t.branch_from is not None:
+            _check_branch(run, ckpt)
+            run.resumed_from["branched_from_method"] = ckpt.fingerprint["config"]["method"]
 
     return train_model(
         run.train_module, run.encoded["train"], run.encoded["validation"],
@@ -223,8 +235,34 @@ def train_run(run: PreparedRun) -> Any:
         rank=run.rank, world_size=run.world, progress=t.progress and run.rank == 0,
         count_trainable=lambda: run.prepared.trainable_parameter_count()[0],
         eval_model=run.prepared.model, save_every=t.save_every,
-        checkpoint_dir=run.output_dir / "checkpoints", resume_from=t.resume,
-        fingerprint=fingerprint, on_resume=on_resume)
+        checkpoint_dir=run.output_dir / "checkpoints",
+        resume_from=t.resume if t.branch_from is None else t.branch_from,
+        fingerprint=fingerprint, on_resume=on_resume, save_steps=save_steps,
+        resume_may_differ=BRANCH_MAY_CHANGE if t.branch_from is not None else ())
+
+
+def _prefix_step(run: PreparedRun) -> int:
+    """The step ``--save-before-selection`` saves: one before the selection step W + T, so
+    that a branch takes the selection step itself (its last score row, then its own
+    selection)."""
+    step = run.prepared.allocator.selection_step - 1
+    if step < 1:
+        raise ValueError("save_before_selection: the selection comes after the first step "
+                         "(warm-up + scoring = 1 step), so there is no prefix to save; "
+                         "lengthen --warmup-steps / --scoring-steps")
+    return step
+
+
+def _check_branch(run: PreparedRun, ckpt: Any) -> None:
+    """A branch starts from a selection method's run before its selection was made."""
+    saved = ckpt.fingerprint.get("config", {}).get("method")
+    if saved not in BRANCH_METHODS:
+        raise ValueError(f"branch_from: {ckpt.path} is a checkpoint of method {saved!r}; only "
+                         f"runs of {', '.join(BRANCH_METHODS)} share a prefix to branch from")
+    if run.prepared.allocator.allocation is not None:
+        raise ValueError(f"branch_from: {ckpt.path} was saved after the selection step "
+                         f"(step {ckpt.step}); branch from a run made with "
+                         "--save-before-selection")
 
 
 def _phase_summary(times: list[float], phases: list[str]) -> dict[str, dict[str, float]]:
@@ -272,7 +310,7 @@ def report_run(run: PreparedRun, result: Any, t_train: float) -> dict[str, Any]:
                     phases=result.step_phases, title=f"graphopt finetune --method "
                                                      f"{prepared.method}")
         outputs["curves"] = "curves.png"
-        if run.train.save_every is not None:
+        if run.train.save_every is not None or run.train.save_before_selection:
             outputs["checkpoints"] = "checkpoints"
     t_end = time.perf_counter()
 

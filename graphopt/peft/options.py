@@ -24,7 +24,8 @@ def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = 
            default_factory: Any = dataclasses.MISSING) -> Any:
     """A dataclass field that is also a CLI option (``--name`` unless ``flag`` is given).
 
-    ``negate="--no-progress"`` makes a boolean field (default True) a store-false switch.
+    ``negate="--no-progress"`` makes a boolean field (default True) a store-false switch; a
+    boolean field with default False and no ``type`` is a store-true switch.
     """
     meta = {"help": help, "flag": flag, "type": type, "metavar": metavar,
             "choices": None if choices is None else tuple(choices), "negate": negate}
@@ -60,6 +61,8 @@ def add_options(group: Any, cls: type, *, defaults: dict[str, Any] | None = None
         kwargs: dict[str, Any] = {"dest": option_dest(cls, f.name), "help": meta["help"]}
         if meta["negate"]:
             kwargs.update(action="store_false", default=default)
+        elif isinstance(default, bool) and meta["type"] is None:
+            kwargs.update(action="store_true", default=default)
         else:
             kwargs.update(default=default)
             if meta["type"] is not None:

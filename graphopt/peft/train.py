@@ -20,7 +20,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -168,7 +168,9 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
                 checkpoint_dir: str | os.PathLike[str] | None = None,
                 resume_from: str | os.PathLike[str] | None = None,
                 fingerprint: dict[str, Any] | None = None,
-                on_resume: Callable[[Any], None] | None = None) -> TrainResult:
+                on_resume: Callable[[Any], None] | None = None,
+                save_steps: Collection[int] = (),
+                resume_may_differ: Collection[str] = ()) -> TrainResult:
     """Train for ``epochs`` × ``steps_per_epoch`` steps (or ``max_steps``), evaluating each epoch.
 
     Each epoch draws a fresh seeded permutation of the training set and takes its first
@@ -195,6 +197,9 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
     by replaying the epoch's permutation from its saved generator state and skipping the
     batches already done, so a resumed run takes the same steps, with the same dropout
     masks, as an uninterrupted one. ``on_resume(checkpoint)`` is called once it is loaded.
+    ``save_steps`` are further steps to save after (also without ``save_every``), and
+    ``resume_may_differ`` the config options of ``fingerprint`` that the checkpoint may have
+    set differently (the caller checks them; see ``graphopt finetune --branch-from``).
     """
     from tqdm.auto import tqdm
 
@@ -203,8 +208,9 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
     if save_every is not None and (isinstance(save_every, bool) or not isinstance(save_every, int)
                                    or save_every < 1):
         raise ValueError(f"save_every must be a positive int, got {save_every!r}")
-    if save_every is not None and checkpoint_dir is None:
-        raise ValueError("save_every needs checkpoint_dir")
+    save_steps = frozenset(int(k) for k in save_steps)
+    if (save_every is not None or save_steps) and checkpoint_dir is None:
+        raise ValueError("save_every and save_steps need checkpoint_dir")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
@@ -224,7 +230,8 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
     order_state = rng.bit_generator.state
     if resume_from is not None:
         ckpt = load_checkpoint(resume_from, model=hook_model, optimizer=optimizer,
-                               hooks=runner.hooks, fingerprint=fingerprint)
+                               hooks=runner.hooks, fingerprint=fingerprint,
+                               may_differ=resume_may_differ)
         loop = ckpt.loop
         saved = loop["result"]
         runner.seconds = {k: list(v) for k, v in saved.pop("hook_seconds").items()}
@@ -244,6 +251,9 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
                         loop={"epoch": epoch, "position": pos, "epoch_train_s": epoch_s,
                               "order_rng_state": state,
                               "result": _result_state(result, runner)})
+
+    def save_due() -> bool:
+        return (save_every is not None and step % save_every == 0) or step in save_steps
 
 
     def validate(desc: str) -> dict[str, float]:
@@ -306,7 +316,7 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
             if eval_every and (step % eval_every == 0 or step == total):
                 result.evaluations.append((step, validate("validation")))
             # The step that ends this epoch's batches is saved after the validation below.
-            if save_every is not None and step % save_every == 0 and i < len(todo) - 1:
+            if i < len(todo) - 1 and save_due():
                 save(epoch, position + i + 1, time.perf_counter() - t_epoch, order_state)
         bar.close()
         position = 0
@@ -327,7 +337,7 @@ def train_model(model: nn.Module, train: EncodedDataset, validation: EncodedData
             print(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}  "
                   f"validation accuracy {val['accuracy']:.4f}  macro-F1 {val['macro_f1']:.4f}",
                   file=sys.stderr)
-        if save_every is not None and step % save_every == 0 and todo:
+        if todo and save_due():
             save(epoch + 1, 0, 0.0, order_state)
     runner.on_train_end()
     result.hook_seconds = runner.seconds
