@@ -60,10 +60,10 @@ MARK_START = "<!-- solvers-benchmark:start -->"
 MARK_END = "<!-- solvers-benchmark:end -->"
 SOLVED_GAP = 1e-6          # relative gap to the best objective that counts as solved
 GRAPHOPT_TOL = 1e-6        # graphopt's default tol: certified relative gap
-DEFAULT = "graphopt-admm"  # the method the ratios are taken against
+DEFAULT = "graphopt-auto"  # the method the ratios are taken against (graphical_lasso's default)
 PEERS = ["sklearn", "gglasso", "cvxpy"]
 
-METHODS = ["graphopt-admm", "graphopt-bcd", "graphopt-quic", "graphopt-admm-noscreen",
+METHODS = ["graphopt-auto", "graphopt-admm", "graphopt-bcd", "graphopt-quic", "graphopt-admm-noscreen",
            "sklearn-default", "sklearn-enet", "gglasso", "cvxpy"]
 
 
@@ -572,7 +572,7 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- output
-SHORT = {"graphopt-admm": "ADMM", "graphopt-bcd": "BCD", "graphopt-quic": "QUIC",
+SHORT = {"graphopt-auto": "auto (default)", "graphopt-admm": "ADMM", "graphopt-bcd": "BCD", "graphopt-quic": "QUIC",
          "graphopt-admm-noscreen":
          "ADMM no-screen", "sklearn-default": "sk default", "sklearn-enet": "sk enet_tol=1e-8",
          "gglasso": "gglasso", "cvxpy": "cvxpy"}

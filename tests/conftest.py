@@ -32,3 +32,12 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     build_tiny(root)
     return root
+
+
+@pytest.fixture(autouse=True)
+def _bcd_torch_path(request, monkeypatch):
+    """Tests marked ``bcd_torch`` run method='bcd' through its torch (CUDA) path on the CPU."""
+    if request.node.get_closest_marker("bcd_torch") is not None:
+        import graphopt.solvers._bcd as bcd
+
+        monkeypatch.setattr(bcd, "_COMPILED_ON_CPU", False)

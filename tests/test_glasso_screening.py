@@ -150,3 +150,22 @@ def test_large_indefinite_input_still_rejected():
         graphical_lasso(S, 0.1)
     S[0, 1] = S[1, 0] = 1.0 + 1e-9             # λ_min = −1e-9: PSD up to round-off, accepted
     assert graphical_lasso(S, 0.1).converged
+
+
+def test_converged_means_the_summed_certificate_meets_tol():
+    """Blocks whose objectives have both signs: each block can meet tol·max(|f_b|, 1) while
+    the sum misses tol·max(|Σ f_b|, 1). A screened problem is then re-solved until the
+    total meets tol, or reported unconverged; max_iter still caps the iterations."""
+    rng = np.random.default_rng(944)
+    X = rng.standard_normal((2, 5))
+    X -= X.mean(axis=0)
+    S = X.T @ X / 2
+    alpha = 0.390625 * float(np.mean(np.diag(S)))
+    for max_iter in (5, 6, 40):
+        res = graphical_lasso(S, alpha, method="bcd", max_iter=max_iter, tol=1e-10,
+                              penalize_diagonal=True, warn=False)
+        assert len(res.block_sizes) > 1
+        assert res.n_iter <= max_iter
+        assert res.converged == (res.relative_gap <= 1e-10)
+        assert len(res.history["gap_bound"]) == len(res.history["iteration"])
+    assert res.converged

@@ -27,7 +27,8 @@ from graphopt.solvers.reference import (
     graphical_lasso_sklearn,
 )
 
-METHODS = ["admm", "bcd"]
+#: "bcd" runs compiled on the CPU; "bcd-torch" is the same method through its torch path.
+METHODS = ["admm", "bcd", pytest.param("bcd", id="bcd-torch", marks=pytest.mark.bcd_torch)]
 
 
 def _correlation(C: np.ndarray) -> np.ndarray:
@@ -84,6 +85,7 @@ def _assert_valid_precision(P: np.ndarray) -> None:
        alpha=st.floats(0.02, 0.4))
 # A near-constant variable (variance ~1e-5 next to ~0.1): unscaled ADMM stalled here.
 @example(kind="rank_deficient", seed=8891, p=5, alpha=0.25)
+@example(kind="rank_deficient", seed=4, p=4, alpha=0.18925366869768556)
 def test_matches_cvxpy(method, kind, seed, p, alpha):
     S = make_covariance(kind, seed, p)
     alpha = alpha * float(np.mean(np.diag(S)))
@@ -97,7 +99,11 @@ def test_matches_cvxpy(method, kind, seed, p, alpha):
     # The certificate is honest: the reference optimum lies within the certified gap.
     assert res.objective - ref.objective <= res.dual_gap + 1e-9
     assert res.objective == pytest.approx(glasso_objective(S, res.precision, alpha), rel=1e-12)
-    if kind != "ill_conditioned":
+    # Θ is compared only where cvxpy's own Θ is near-optimal: at seed 4 below, cvxpy stops
+    # 1.4e-6 (relative 2e-7) above the optimum that ADMM, BCD, QUIC and scikit-learn all
+    # reach, and its Θ is then 1.1e-3 away from theirs (they agree with each other to 1e-5).
+    cvxpy_slack = ref.objective - res.objective
+    if kind != "ill_conditioned" and cvxpy_slack <= 1e-8 * max(abs(ref.objective), 1.0):
         assert _fro(res.precision, ref.precision) <= 1e-3
 
 
@@ -252,7 +258,8 @@ def test_max_iter_one_warns_and_reports(method):
 def test_result_fields_and_history():
     S = make_covariance("random", 8, 6)
     res = graphical_lasso(S, 0.1)
-    assert isinstance(res, GraphicalLassoResult) and res.method == "admm"
+    # method="auto" on a CPU array runs the compiled BCD, and the result says so.
+    assert isinstance(res, GraphicalLassoResult) and res.method == "bcd"
     assert res.covariance == pytest.approx(np.linalg.inv(res.precision), rel=1e-8, abs=1e-10)
     assert len(res.history["objective"]) == len(res.history["gap_bound"]) >= 1
     assert res.dual_covariance.dtype == np.float64 and res.dual_covariance.shape == (6, 6)
@@ -291,3 +298,37 @@ def test_bad_input(S, alpha, kwargs, match):
 def test_non_numeric_input_is_type_error():
     with pytest.raises(TypeError, match="S"):
         graphical_lasso(np.array([["a", "b"], ["c", "d"]]), 0.1)
+
+
+def test_auto_picks_by_device_and_rejects_unknown_names():
+    from graphopt.solvers.graphical_lasso import AUTO_METHOD, resolve_method
+
+    S = torch.eye(3, dtype=torch.float64)
+    assert resolve_method("auto", S) == AUTO_METHOD["cpu"] == "bcd"
+    assert resolve_method("auto", S.to("meta")) == "admm"  # a device without an entry
+    assert resolve_method("quic", S) == "quic"
+    with pytest.raises(ValueError, match="method must be 'auto' or one of"):
+        resolve_method("glasso", S)
+    auto = graphical_lasso(make_covariance("random", 1, 6), 0.1, tol=1e-10)
+    bcd = graphical_lasso(make_covariance("random", 1, 6), 0.1, method="bcd", tol=1e-10)
+    np.testing.assert_array_equal(auto.precision, bcd.precision)
+
+
+@settings(max_examples=8, deadline=None)
+@given(kind=st.sampled_from(["random", "block_diagonal", "rank_deficient"]),
+       seed=st.integers(0, 10_000), p=st.integers(20, 50), alpha=st.floats(0.02, 0.2))
+def test_compiled_bcd_matches_sklearn_at_larger_p(kind, seed, p, alpha):
+    """Unscreened problems big enough for the active sets and the support-Newton step of the
+    compiled column lassos; the torch path of the same method agrees."""
+    S = make_covariance(kind, seed, p)
+    alpha = alpha * float(np.mean(np.diag(S)))
+    try:
+        ref = graphical_lasso_sklearn(S, alpha, tol=1e-12, enet_tol=1e-12, max_iter=5000)
+    except FloatingPointError:
+        return
+    res = graphical_lasso(S, alpha, method="bcd", tol=1e-10, screen=False)
+    assert res.converged
+    _assert_valid_precision(res.precision)
+    assert _rel(res.objective, ref.objective) <= 1e-8
+    assert res.objective - ref.objective <= res.dual_gap + 1e-9
+    assert _fro(res.precision, ref.precision) <= 1e-3

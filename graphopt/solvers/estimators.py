@@ -33,8 +33,9 @@ class _GraphicalLassoBase(EmpiricalCovariance):
     """Shared parameter checks, data handling and the solve for both estimators."""
 
     def _check_common(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {sorted(METHODS)}, got {self.method!r}")
+        if self.method != "auto" and self.method not in METHODS:
+            raise ValueError(f"method must be 'auto' or one of {sorted(METHODS)}, "
+                             f"got {self.method!r}")
         if not isinstance(self.tol, numbers.Real) or not self.tol > 0:
             raise ValueError(f"tol must be a number > 0, got {self.tol!r}")
         if self.max_iter is not None and (
@@ -76,7 +77,7 @@ class GraphicalLasso(_GraphicalLassoBase):
     Parameters
     ----------
     alpha : float >= 0, default 0.01. The ℓ1 weight.
-    method : {"admm", "bcd", "quic"}, default "admm". See :func:`graphical_lasso`.
+    method : {"auto", "admm", "bcd", "quic"}, default "auto". See :func:`graphical_lasso`.
     penalize_diagonal : bool, default False. Penalise the diagonal too.
     tol : float > 0, default 1e-6. Certified relative duality-gap tolerance.
     max_iter : int >= 1 or None (the method's default).
@@ -98,7 +99,7 @@ class GraphicalLasso(_GraphicalLassoBase):
     block_sizes_ : the blocks exact screening split the problem into.
     """
 
-    def __init__(self, alpha: float = 0.01, *, method: str = "admm",
+    def __init__(self, alpha: float = 0.01, *, method: str = "auto",
                  penalize_diagonal: bool = False, tol: float = 1e-6,
                  max_iter: int | None = None, assume_centered: bool = False,
                  screen: bool = True) -> None:
@@ -155,7 +156,7 @@ class GraphicalLassoCV(_GraphicalLassoBase):
     """
 
     def __init__(self, *, alphas: int | Any = 4, n_refinements: int = 4, cv: Any = None,
-                 method: str = "admm", penalize_diagonal: bool = False, tol: float = 1e-6,
+                 method: str = "auto", penalize_diagonal: bool = False, tol: float = 1e-6,
                  max_iter: int | None = None, assume_centered: bool = False,
                  screen: bool = True) -> None:
         self.alphas = alphas
