@@ -196,6 +196,7 @@ class Case:
     p: int = 0
     n: int | None = None
     alphas: list[float] = field(default_factory=list)
+    fixed_alphas: tuple[float, ...] | None = None  # α as given (the quantile column: None)
 
 
 def cases(quick: bool) -> list[Case]:
@@ -222,8 +223,18 @@ def cases(quick: bool) -> list[Case]:
         Case("hub-p300-n600", "hub", lambda: hub(300, 600, 20, 3)),
         Case("blocks-p1000-b10", "blocks", lambda: blocks(1000, 10, 4), (0.8, 0.95)),
         Case("blocks-p5000-b20", "blocks", lambda: blocks(5000, 20, 5), (0.9,),
-             methods=("graphopt-admm", "graphopt-bcd", "sklearn-enet", "gglasso"),
+             methods=("graphopt-auto", "graphopt-admm", "graphopt-bcd", "sklearn-enet",
+                      "gglasso"),
              note="screening splits it into ≥ 20 blocks"),
+        # A new user's first tries, at fixed α: scikit-learn's default generator
+        # (make_sparse_spd_matrix, 95 % zeros), n = 2p samples, α = 0.1; n = p, α = 0.2.
+        *[Case(f"user-sparse_spd-p{p}-n{2 * p}", "user", (lambda p=p: sparse_spd(p, 2 * p, 0.95, p)),
+               fixed_alphas=(0.1,)) for p in (100, 200, 400)],
+        Case("user-sparse_spd-p1000-n1000", "user", lambda: sparse_spd(1000, 1000, 0.95, 1000),
+             fixed_alphas=(0.2,)),
+        Case("user-breast_cancer", "user", lambda: sklearn_dataset("breast_cancer"),
+             fixed_alphas=(0.05,)),
+        Case("user-digits", "user", lambda: sklearn_dataset("digits"), fixed_alphas=(0.05,)),
         Case("diabetes", "real", lambda: sklearn_dataset("diabetes")),
         Case("wine", "real", lambda: sklearn_dataset("wine")),
         Case("breast_cancer", "real", lambda: sklearn_dataset("breast_cancer")),
@@ -458,10 +469,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"{case.name}: skipped, data unavailable ({type(exc).__name__}: {exc})")
                 continue
             case.p = S.shape[0]
-            case.alphas = alpha_grid(S, case.quantiles)
+            if case.fixed_alphas is not None:
+                case.alphas = list(case.fixed_alphas)
+                levels = [None] * len(case.alphas)
+            else:
+                case.alphas = alpha_grid(S, case.quantiles)
+                levels = list(case.quantiles)
             path = tmp / f"{case.name}.npy"
             np.save(path, S)
-            for q, alpha in zip(case.quantiles, case.alphas):
+            for q, alpha in zip(levels, case.alphas):
                 row: dict[str, Any] = {"case": case.name, "family": case.family, "p": case.p,
                                        "quantile": q, "alpha": alpha, "note": case.note,
                                        "runs": {}}
@@ -599,14 +615,15 @@ def _cell(r: dict[str, Any] | None) -> str:
 def table_lines(result: dict[str, Any]) -> list[str]:
     """The Markdown table: one row per (case, α), a cell per method, then the summary."""
     methods = [m for m in METHODS if any(m in r["runs"] for r in result["records"])]
-    head = ["case", "p", "α (quantile)", "ADMM nnz", "blocks"] + [SHORT[m] for m in methods]
+    head = ["case", "p", "α (quantile)", "nnz", "blocks"] + [SHORT[m] for m in methods]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in result["records"]:
         ours = row["runs"].get(DEFAULT, {})
         bs = ours.get("block_sizes") or {}
         blocks_txt = f"{bs['blocks']} (max {bs['largest']})" if bs else "–"
         nnz = ours.get("nnz_fraction")
-        cells = [row["case"], str(row["p"]), f"{row['alpha']:.3g} ({row['quantile']})",
+        level = row["quantile"] if row["quantile"] is not None else "fixed"
+        cells = [row["case"], str(row["p"]), f"{row['alpha']:.3g} ({level})",
                  f"{nnz:.1%}" if nnz is not None else "–", blocks_txt]
         cells += [_cell(row["runs"].get(m)) for m in methods]
         lines.append("| " + " | ".join(cells) + " |")

@@ -33,6 +33,8 @@ import numpy as np
 from numba import njit
 from scipy.linalg import lapack
 
+from ._kernels import soft
+
 __all__ = ["solve_one"]
 
 _THR0 = 1e-3          # first sweep-stopping threshold (mean |ΔW| / mean |S_ij|)
@@ -45,15 +47,6 @@ _NEWTON_MAX = 2000    # largest active set solved directly (an n³/3 solve)
 
 
 @njit(cache=True)
-def _soft(x: float, t: float) -> float:
-    if x > t:
-        return x - t
-    if x < -t:
-        return x + t
-    return 0.0
-
-
-@njit(cache=True)
 def _pass(W: np.ndarray, S: np.ndarray, lam: np.ndarray, beta: np.ndarray, v: np.ndarray,
           j: int, coords: np.ndarray, n: int) -> float:
     """One coordinate pass over coords[:n] of column j's lasso; returns max W_ii |Δβ_i|."""
@@ -63,7 +56,7 @@ def _pass(W: np.ndarray, S: np.ndarray, lam: np.ndarray, beta: np.ndarray, v: np
         i = coords[t]
         wii = W[i, i]
         old = beta[i]
-        new = _soft(S[i, j] - v[i] + wii * old, lam[i, j]) / wii
+        new = soft(S[i, j] - v[i] + wii * old, lam[i, j]) / wii
         if new != old:
             d = new - old
             beta[i] = new

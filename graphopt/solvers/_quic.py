@@ -39,6 +39,7 @@ from scipy.linalg import lapack
 from graphopt._linalg import symmetrize
 
 from ._certificates import dual_objective, project_dual
+from ._kernels import soft
 
 __all__ = ["quic"]
 
@@ -55,15 +56,6 @@ _CG_MIN = 25           # ... and at least (one iteration costs two p×p products
 _CG_FLOPS = 5e7        # in between, about this many flops per face solve)
 _CG_RTOL = 1e-3        # ... stopping at this preconditioned residual, relative to the start
 _RESWEEPS = 2          # sweeps after a face solve (they repair its sign flips)
-
-
-@njit(cache=True)
-def _soft(x: float, t: float) -> float:
-    if x > t:
-        return x - t
-    if x < -t:
-        return x + t
-    return 0.0
 
 
 @njit(cache=True)
@@ -90,7 +82,7 @@ def _coordinate_sweeps(W: np.ndarray, S: np.ndarray, theta: np.ndarray, lam: np.
                 a = W[i, j] * W[i, j] + W[i, i] * W[j, j]
                 b = S[i, j] - W[i, j] + wu
             c = theta[i, j] + D[i, j]
-            mu = -c + _soft(c - b / a, lam[i, j] / a)
+            mu = -c + soft(c - b / a, lam[i, j] / a)
             if mu == 0.0:
                 continue
             D[i, j] += mu
