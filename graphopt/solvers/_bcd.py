@@ -256,10 +256,12 @@ def _bcd_compiled(S: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor, W: t
                     row.append(sol[key][k] if k >= 0 else math.nan)
                 rows.append(row)
             history[key] = rows
-    return {"theta": theta, "theta_pd": _pd_fallback(dual), "dual": dual,
+    converged = torch.tensor([sol["converged"] for sol in sols], dtype=torch.bool)
+    # A converged Θ passed a Cholesky factorisation in its certificate: no fallback needed.
+    fallback = None if bool(converged.all()) else _pd_fallback(dual)
+    return {"theta": theta, "theta_pd": fallback, "dual": dual,
             "n_iter": torch.tensor([sol["n_iter"] for sol in sols], dtype=torch.long),
-            "converged": torch.tensor([sol["converged"] for sol in sols], dtype=torch.bool),
-            "history": history}
+            "converged": converged, "history": history}
 
 
 def _pd_fallback(W: torch.Tensor) -> torch.Tensor:

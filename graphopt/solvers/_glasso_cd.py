@@ -40,17 +40,19 @@ __all__ = ["solve_one"]
 _THR0 = 1e-3          # first sweep-stopping threshold (mean |ΔW| / mean |S_ij|)
 _INNER0 = 1e-4        # first inner tolerance (W_ii |Δβ_i| / mean |S_ij|)
 _TIGHTEN = 10.0       # factor by which both shrink while the certificate is not met
+_CHECK_EVERY = 2      # sweeps between certificates (two Cholesky factorisations each)
 _FULL_PASSES = 100    # full coordinate passes per lasso and sweep, at most ...
 _ACTIVE_PASSES = 200  # ... and active-set passes after each (the next sweep resumes from β)
-_NEWTON_AFTER = 8     # active-set passes between support-Newton attempts
+_NEWTON_AFTER = 2     # active-set passes between support-Newton steps
+_NEWTON_STEPS = 5     # solves per support-Newton step (each drops a coordinate or finishes)
 _NEWTON_MAX = 2000    # largest active set solved directly (an n³/3 solve)
 
 
 @njit(cache=True)
 def _pass(W: np.ndarray, S: np.ndarray, lam: np.ndarray, beta: np.ndarray, v: np.ndarray,
-          j: int, coords: np.ndarray, n: int) -> float:
-    """One coordinate pass over coords[:n] of column j's lasso; returns max W_ii |Δβ_i|."""
-    p = W.shape[0]
+          j: int, coords: np.ndarray, n: int, update: np.ndarray, m: int) -> float:
+    """One coordinate pass over coords[:n] of column j's lasso, keeping v = W₁₁β up to date
+    on update[:m] only; returns max W_ii |Δβ_i|."""
     biggest = 0.0
     for t in range(n):
         i = coords[t]
@@ -61,7 +63,8 @@ def _pass(W: np.ndarray, S: np.ndarray, lam: np.ndarray, beta: np.ndarray, v: np
             d = new - old
             beta[i] = new
             row = W[i]
-            for k in range(p):
+            for u in range(m):
+                k = update[u]
                 v[k] += d * row[k]
             change = wii * abs(d)
             if change > biggest:
@@ -70,40 +73,78 @@ def _pass(W: np.ndarray, S: np.ndarray, lam: np.ndarray, beta: np.ndarray, v: np
 
 
 @njit(cache=True)
-def _support_newton(W: np.ndarray, S: np.ndarray, lam: np.ndarray, beta: np.ndarray,
-                    v: np.ndarray, j: int, active: np.ndarray, n: int) -> bool:
-    """The lasso's exact solution if its support and signs are those of β on active[:n]:
-    β_A = W_AA⁻¹ (s_A − λ_A ∘ sign β_A). Taken (β and v updated) only when the signs agree;
-    returns whether it was. Coordinate descent converges like cond(W_AA) once the support
-    has settled; this finishes it in one solve of the (small) active set."""
+def _refresh(W: np.ndarray, beta: np.ndarray, v: np.ndarray, every: np.ndarray,
+             n_all: int) -> None:
+    """v = W₁₁β on every coordinate (after passes that kept it only on the active set)."""
     p = W.shape[0]
-    sub = np.empty((n, n))
-    rhs = np.empty(n)
-    for a in range(n):
-        i = active[a]
-        for b in range(n):
-            sub[a, b] = W[i, active[b]]
-        rhs[a] = S[i, j] - lam[i, j] * (1.0 if beta[i] > 0 else -1.0)
-    x = np.linalg.solve(sub, rhs)
-    for a in range(n):
-        if x[a] * beta[active[a]] <= 0.0:
-            return False
-    for a in range(n):
-        i = active[a]
-        d = x[a] - beta[i]
-        if d != 0.0:
-            beta[i] = x[a]
+    for k in range(p):
+        v[k] = 0.0
+    for t in range(n_all):
+        i = every[t]
+        b = beta[i]
+        if b != 0.0:
             row = W[i]
             for k in range(p):
-                v[k] += d * row[k]
-    return True
+                v[k] += b * row[k]
+
+
+@njit(cache=True)
+def _support_newton(W: np.ndarray, S: np.ndarray, lam: np.ndarray, beta: np.ndarray,
+                    v: np.ndarray, j: int, active: np.ndarray, n: int) -> int:
+    """Newton steps on the active set A = active[:n] with the signs of β fixed: the
+    minimiser x = W_AA⁻¹ (s_A − λ_A ∘ sign β_A) of the lasso restricted to that face. The
+    step β → β + t(x − β) goes to x when no sign changes (then the lasso is solved up to the
+    coordinates outside A), else to the first zero crossing, which leaves the face and the
+    active set; the objective decreases along the segment, since on the face it is a convex
+    quadratic minimised at x. At most ``_NEWTON_STEPS`` solves; v is kept on A. Returns the
+    size of the active set left (0 < result < n: coordinates dropped)."""
+    idx = active[:n].copy()
+    for _ in range(_NEWTON_STEPS):
+        sub = np.empty((n, n))
+        rhs = np.empty(n)
+        for a in range(n):
+            i = idx[a]
+            for b in range(n):
+                sub[a, b] = W[i, idx[b]]
+            rhs[a] = S[i, j] - lam[i, j] * (1.0 if beta[i] > 0 else -1.0)
+        x = np.linalg.solve(sub, rhs)
+        t, hit = 1.0, -1
+        for a in range(n):
+            b = beta[idx[a]]
+            if x[a] * b <= 0.0:
+                cross = b / (b - x[a])
+                if cross < t:
+                    t, hit = cross, a
+        for a in range(n):
+            i = idx[a]
+            d = t * (x[a] - beta[i])
+            if a == hit:
+                d = -beta[i]  # exactly to zero
+            if d != 0.0:
+                beta[i] += d
+                row = W[i]
+                for u in range(n):
+                    k = idx[u]
+                    v[k] += d * row[k]
+        if hit < 0:
+            return n
+        m = 0
+        for a in range(n):
+            if beta[idx[a]] != 0.0:
+                idx[m] = idx[a]
+                m += 1
+        n = m
+        if n == 0:
+            return 0
+    return n
 
 
 @njit(cache=True)
 def _sweeps(W: np.ndarray, S: np.ndarray, lam: np.ndarray, Beta: np.ndarray,
-            max_sweeps: int, thr: float, inner_tol: float) -> int:
+            max_sweeps: int, thr: float, inner_tol: float) -> tuple[int, bool]:
     """Glasso sweeps over all columns until mean |ΔW_ij| ≤ thr (both absolute); W and Beta
-    (column j: β of column j, Beta[j, j] unused) are updated in place. Returns sweeps done."""
+    (column j: β of column j, Beta[j, j] unused) are updated in place. Returns the sweeps
+    done and whether the thr test stopped them."""
     p = W.shape[0]
     v = np.empty(p)
     beta = np.empty(p)
@@ -119,31 +160,25 @@ def _sweeps(W: np.ndarray, S: np.ndarray, lam: np.ndarray, Beta: np.ndarray,
                 if i != j:
                     every[n_all] = i
                     n_all += 1
-            # v = W₁₁ β from the warm start (only the non-zero β's cost anything)
-            for k in range(p):
-                v[k] = 0.0
             for i in range(p):
-                b = Beta[i, j] if i != j else 0.0
-                beta[i] = b
-                if b != 0.0:
-                    row = W[i]
-                    for k in range(p):
-                        v[k] += b * row[k]
+                beta[i] = Beta[i, j] if i != j else 0.0
+            _refresh(W, beta, v, every, n_all)
             for _pass_no in range(_FULL_PASSES):
-                if _pass(W, S, lam, beta, v, j, every, n_all) <= inner_tol:
+                if _pass(W, S, lam, beta, v, j, every, n_all, every, n_all) <= inner_tol:
                     break
-                passes = 0
-                while passes < _ACTIVE_PASSES:  # the active set until it settles
+                # The active set until it settles: v is needed (and kept) only there.
+                for passes in range(1, _ACTIVE_PASSES + 1):
                     n_act = 0
                     for t in range(n_all):
                         if beta[every[t]] != 0.0:
                             active[n_act] = every[t]
                             n_act += 1
-                    if n_act == 0 or _pass(W, S, lam, beta, v, j, active, n_act) <= inner_tol:
+                    if n_act == 0 or _pass(W, S, lam, beta, v, j, active, n_act, active,
+                                           n_act) <= inner_tol:
                         break
-                    passes += 1
                     if passes % _NEWTON_AFTER == 0 and n_act <= _NEWTON_MAX:
                         _support_newton(W, S, lam, beta, v, j, active, n_act)
+                _refresh(W, beta, v, every, n_all)
             # v_j picked up W_jj β_j terms only through β_j = 0, so v is W₁₁β on i ≠ j.
             for i in range(p):
                 if i != j:
@@ -152,8 +187,8 @@ def _sweeps(W: np.ndarray, S: np.ndarray, lam: np.ndarray, Beta: np.ndarray,
                     W[j, i] = v[i]
                     Beta[i, j] = beta[i]
         if moved / (p * (p - 1)) <= thr:
-            break
-    return done
+            return done, True
+    return done, False
 
 
 @njit(cache=True)
@@ -212,8 +247,11 @@ def solve_one(S: np.ndarray, lam: np.ndarray, tol: float, max_sweeps: int, W: np
     hist_it: list[int] = []
     theta = np.diag(1.0 / np.diag(W))
     while sweeps < max_sweeps:
+        settled = True
         if p > 1:
-            sweeps += _sweeps(W, S, lam, Beta, max_sweeps - sweeps, thr * scale, inner * scale)
+            done, settled = _sweeps(W, S, lam, Beta, min(_CHECK_EVERY, max_sweeps - sweeps),
+                                    thr * scale, inner * scale)
+            sweeps += done
         else:
             sweeps += 1
         theta = _precision(W, Beta)
@@ -225,6 +263,8 @@ def solve_one(S: np.ndarray, lam: np.ndarray, tol: float, max_sweeps: int, W: np
         if math.isfinite(gap) and gap <= tol * max(abs(f), 1.0):
             converged = True
             break
+        if not settled:
+            continue  # the sweeps still move W by more than thr: certify again later
         thr /= _TIGHTEN
         inner /= _TIGHTEN
         if inner * scale < 1e-13 * float(np.abs(np.diag(W)).max()):
