@@ -35,18 +35,18 @@ def test_runner_scores_and_summarises(bench, tmp_path):
     S = bench.sparse_spd(20, 40, 0.9, 3)
     alpha = bench.alpha_grid(S, (0.9,))[0]
     # gglasso is a benchmark peer (the `bench` extra), not a test dependency.
-    peers = ("graphopt-admm", "sklearn-enet") + (
+    peers = ("graphopt-auto", "sklearn-enet") + (
         ("gglasso",) if importlib.util.find_spec("gglasso") is not None else ())
     runs = {m: bench.run_one(m, S, alpha) for m in peers}
-    assert runs["graphopt-admm"]["status"] == "converged"
-    assert runs["graphopt-admm"]["own_certified_rel_gap"] <= 1e-6
+    assert runs["graphopt-auto"]["status"] == "converged"
+    assert runs["graphopt-auto"]["own_certified_rel_gap"] <= 1e-6
     # The same check for every solver (W̃ from Θ⁻¹ alone) is looser but still small.
-    assert 0 <= runs["graphopt-admm"]["certified_rel_gap"] <= 1e-4
+    assert 0 <= runs["graphopt-auto"]["certified_rel_gap"] <= 1e-4
     row = {"case": "t", "family": "sparse_spd", "p": 20, "quantile": 0.9, "alpha": alpha,
            "note": "", "runs": runs}
     bench._score(row)
     assert min(r["gap_to_best"] for r in runs.values()) == 0.0
-    assert runs["graphopt-admm"]["solved"]
+    assert runs["graphopt-auto"]["solved"]
     # A fabricated peer that "converged" to a worse point is not counted as solved.
     row["runs"]["sklearn-default"] = dict(runs["sklearn-enet"],
                                           objective=row["best_objective"] + 1e-3)

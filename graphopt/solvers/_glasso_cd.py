@@ -11,18 +11,21 @@ solved by cyclic coordinate descent: for coordinate i, with v = W₁₁β kept u
     β_i ← soft(s_ij − v_i + W_ii β_i, λ_ij) / W_ii,     v ← v + (Δβ_i) W_·i      (O(p)).
 
 Each lasso first passes over every coordinate, then only over its non-zero ones (the active
-set) until they settle, then once more over every coordinate to catch entries that enter;
-it ends when a full pass changes nothing beyond the inner tolerance. Nothing is copied: W₁₁
-is W with row and column j skipped, so a sweep costs O(p²) plus O(p) per coefficient change
-(scikit-learn copies W₁₁, O(p²) per column and O(p³) per sweep). The diagonal is fixed at
+set A, keeping v only on A, so a move costs O(|A|) instead of O(p)) until they settle, with
+a support-Newton step every max(2, |A|/8) active passes (the minimiser on the face of β's signs,
+taken up to the first zero crossing; see :func:`_support_newton`); then v is recomputed
+and a full pass lets entries in. The lasso ends when a full pass changes nothing beyond the
+inner tolerance. Nothing is copied: W₁₁ is W with row and column j skipped (scikit-learn
+copies W₁₁, O(p²) per column and O(p³) per sweep). The diagonal is fixed at
 W_jj = S_jj + λ_jj, the optimality condition of θ_jj > 0.
 
 After the sweeps Θ is rebuilt from W and the β's (θ_jj = 1 / (W_jj − w₁₂ᵀ β),
-θ_·j = −β θ_jj) and certified like every solver here: the relative gap between f(Θ) and
-d(W̃), W̃ the projection of W onto the dual-feasible set. The sweeps themselves stop on
-glasso's cheap test (mean |ΔW| per sweep below ``thr`` times the mean |S_ij|, i ≠ j); while
-the certificate is not met, ``thr`` and the inner tolerance are tightened tenfold and the
-sweeps resume from where they were. Compiled with numba (``cache=True``); float64 inside.
+θ_·j = −β θ_jj) and certified like every solver here: the relative gap between f(Θ) and d(W̃), W̃ the
+projection of W onto the dual-feasible set, every ``_CHECK_EVERY`` sweeps. The sweeps
+stop early on glasso's cheap test (mean |ΔW| per sweep below ``thr`` times the mean
+|S_ij|, i ≠ j); once that test holds and the certificate does not, ``thr`` and the inner
+tolerance are tightened tenfold and the sweeps resume from where they were. Compiled with
+numba (``cache=True``); float64 inside.
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ _TIGHTEN = 10.0       # factor by which both shrink while the certificate is not
 _CHECK_EVERY = 2      # sweeps between certificates (two Cholesky factorisations each)
 _FULL_PASSES = 100    # full coordinate passes per lasso and sweep, at most ...
 _ACTIVE_PASSES = 200  # ... and active-set passes after each (the next sweep resumes from β)
-_NEWTON_AFTER = 2     # active-set passes between support-Newton steps
-_NEWTON_STEPS = 5     # solves per support-Newton step (each drops a coordinate or finishes)
+_NEWTON_AFTER = 2       # active-set passes between support-Newton steps, at least ...
+_NEWTON_PASS_RATIO = 8  # ... and |A| / this many (a solve costs |A|³/3, a pass |A|²)
+_NEWTON_STEPS = 5       # solves per support-Newton step (each drops a coordinate or finishes)
 _NEWTON_MAX = 2000    # largest active set solved directly (an n³/3 solve)
 
 
@@ -176,7 +180,8 @@ def _sweeps(W: np.ndarray, S: np.ndarray, lam: np.ndarray, Beta: np.ndarray,
                     if n_act == 0 or _pass(W, S, lam, beta, v, j, active, n_act, active,
                                            n_act) <= inner_tol:
                         break
-                    if passes % _NEWTON_AFTER == 0 and n_act <= _NEWTON_MAX:
+                    if passes % max(_NEWTON_AFTER, n_act // _NEWTON_PASS_RATIO) == 0 \
+                            and n_act <= _NEWTON_MAX:
                         _support_newton(W, S, lam, beta, v, j, active, n_act)
                 _refresh(W, beta, v, every, n_all)
             # v_j picked up W_jj β_j terms only through β_j = 0, so v is W₁₁β on i ≠ j.
