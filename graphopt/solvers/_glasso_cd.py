@@ -12,7 +12,7 @@ solved by cyclic coordinate descent: for coordinate i, with v = W₁₁β kept u
 
 Each lasso first passes over every coordinate, then only over its non-zero ones (the active
 set A, keeping v only on A, so a move costs O(|A|) instead of O(p)) until they settle, with
-a support-Newton step every max(2, |A|/8) active passes (the minimiser on the face of β's signs,
+a support-Newton step every second active pass while the passes contract slowly (the minimiser on the face of β's signs,
 taken up to the first zero crossing; see :func:`_support_newton`); then v is recomputed
 and a full pass lets entries in. The lasso ends when a full pass changes nothing beyond the
 inner tolerance. Nothing is copied: W₁₁ is W with row and column j skipped (scikit-learn
@@ -46,8 +46,8 @@ _TIGHTEN = 10.0       # factor by which both shrink while the certificate is not
 _CHECK_EVERY = 2      # sweeps between certificates (two Cholesky factorisations each)
 _FULL_PASSES = 100    # full coordinate passes per lasso and sweep, at most ...
 _ACTIVE_PASSES = 200  # ... and active-set passes after each (the next sweep resumes from β)
-_NEWTON_AFTER = 2       # active-set passes between support-Newton steps, at least ...
-_NEWTON_PASS_RATIO = 8  # ... and |A| / this many (a solve costs |A|³/3, a pass |A|²)
+_NEWTON_AFTER = 2       # active-set passes between support-Newton steps
+_SLOW = 0.5             # ... taken only when a pass shrank the largest change by less
 _NEWTON_STEPS = 5       # solves per support-Newton step (each drops a coordinate or finishes)
 _NEWTON_MAX = 2000    # largest active set solved directly (an n³/3 solve)
 
@@ -171,18 +171,24 @@ def _sweeps(W: np.ndarray, S: np.ndarray, lam: np.ndarray, Beta: np.ndarray,
                 if _pass(W, S, lam, beta, v, j, every, n_all, every, n_all) <= inner_tol:
                     break
                 # The active set until it settles: v is needed (and kept) only there.
+                last = math.inf
                 for passes in range(1, _ACTIVE_PASSES + 1):
                     n_act = 0
                     for t in range(n_all):
                         if beta[every[t]] != 0.0:
                             active[n_act] = every[t]
                             n_act += 1
-                    if n_act == 0 or _pass(W, S, lam, beta, v, j, active, n_act, active,
-                                           n_act) <= inner_tol:
+                    if n_act == 0:
                         break
-                    if passes % max(_NEWTON_AFTER, n_act // _NEWTON_PASS_RATIO) == 0 \
+                    change = _pass(W, S, lam, beta, v, j, active, n_act, active, n_act)
+                    if change <= inner_tol:
+                        break
+                    # Newton only where coordinate descent is slow (it contracts by less
+                    # than _SLOW per pass): there a solve pays; where it is fast, it does not.
+                    if passes % _NEWTON_AFTER == 0 and change > _SLOW * last \
                             and n_act <= _NEWTON_MAX:
                         _support_newton(W, S, lam, beta, v, j, active, n_act)
+                    last = change
                 _refresh(W, beta, v, every, n_all)
             # v_j picked up W_jj β_j terms only through β_j = 0, so v is W₁₁β on i ≠ j.
             for i in range(p):
