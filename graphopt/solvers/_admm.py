@@ -21,6 +21,7 @@ import torch
 
 from graphopt._linalg import symmetrize
 from ._certificates import dual_objective, spd_inverse, primal_objective, relative_gap
+from ._history import scatter
 
 __all__ = ["admm"]
 
@@ -151,9 +152,9 @@ def _admm_equilibrated(
             done = rel <= tol
             if record:
                 history["iteration"].append(it)
-                history["objective"].append(_scatter(obj + off_a, active, B))
-                history["gap_bound"].append(_scatter(obj - dual, active, B))
-                history["rho"].append(_scatter(rho.double(), active, B))
+                history["objective"].append(scatter(obj + off_a, active, B))
+                history["gap_bound"].append(scatter(obj - dual, active, B))
+                history["rho"].append(scatter(rho.double(), active, B))
             n_iter[active] = it
             if bool(done.any()) or it == max_iter:
                 finished = done | (it == max_iter)
@@ -189,10 +190,3 @@ def _admm_equilibrated(
                for k, v in history.items()}
     return {"theta": out_Z, "theta_pd": out_theta, "dual": out_dual, "n_iter": n_iter, "converged": converged,
             "history": history}
-
-
-def _scatter(values: torch.Tensor, active: torch.Tensor, B: int) -> torch.Tensor:
-    """Per-problem values of length B, NaN for problems that already left the batch."""
-    full = torch.full((B,), math.nan, dtype=torch.float64, device=values.device)
-    full[active] = values.double()
-    return full

@@ -23,6 +23,7 @@ import torch
 from graphopt._linalg import symmetrize
 from ._certificates import dual_objective, spd_inverse, primal_objective, project_dual, relative_gap
 from ._glasso_cd import solve_one
+from ._history import scatter, stack_histories
 
 __all__ = ["bcd"]
 
@@ -205,8 +206,8 @@ def bcd(
         done = rel <= tol
         if record:
             history["iteration"].append(sweep)
-            history["objective"].append(_scatter(obj, active, B))
-            history["gap_bound"].append(_scatter(obj - dual, active, B))
+            history["objective"].append(scatter(obj, active, B))
+            history["gap_bound"].append(scatter(obj - dual, active, B))
         n_iter[active] = sweep
         finished = done | (sweep == max_iter)
         if bool(finished.any()):
@@ -242,20 +243,8 @@ def _bcd_compiled(S: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor, W: t
     theta = torch.from_numpy(np.stack([sol["theta"] for sol in sols])).to(S.dtype)
     dual = project_dual(S.double(), torch.from_numpy(np.stack([sol["W"] for sol in sols])),
                         alpha.double(), mask.double()).to(S.dtype)
-    history: dict[str, list] = {"iteration": [], "objective": [], "gap_bound": []}
-    if record:
-        # The checks of every problem; a problem reads its latest check (NaN before its first).
-        steps = sorted({it for sol in sols for it in sol["iteration"]})
-        history["iteration"] = steps
-        for key in ("objective", "gap_bound"):
-            rows = []
-            for t in steps:
-                row = []
-                for sol in sols:
-                    k = int(np.searchsorted(sol["iteration"], t, side="right")) - 1
-                    row.append(sol[key][k] if k >= 0 else math.nan)
-                rows.append(row)
-            history[key] = rows
+    history = (stack_histories(sols, ("objective", "gap_bound")) if record
+               else {"iteration": [], "objective": [], "gap_bound": []})
     converged = torch.tensor([sol["converged"] for sol in sols], dtype=torch.bool)
     # A converged Θ passed a Cholesky factorisation in its certificate: no fallback needed.
     fallback = None if bool(converged.all()) else _pd_fallback(dual)
@@ -270,9 +259,3 @@ def _pd_fallback(W: torch.Tensor) -> torch.Tensor:
     inv, ok = spd_inverse(W)
     diag = torch.diag_embed(1.0 / W.diagonal(dim1=-2, dim2=-1).clamp_min(torch.finfo(W.dtype).tiny))
     return torch.where(ok.reshape(-1, 1, 1), inv, diag)
-
-
-def _scatter(values: torch.Tensor, active: torch.Tensor, B: int) -> torch.Tensor:
-    full = torch.full((B,), math.nan, dtype=torch.float64, device=values.device)
-    full[active] = values.double()
-    return full

@@ -39,6 +39,7 @@ from scipy.linalg import lapack
 from graphopt._linalg import symmetrize
 
 from ._certificates import dual_objective, project_dual
+from ._history import stack_histories
 from ._kernels import soft
 
 __all__ = ["quic"]
@@ -302,13 +303,8 @@ def quic(
         n_iter[b] = sol["n_iter"]
         converged[b] = sol["converged"]
         sols.append(sol)
-    history: dict[str, list] = {"iteration": [], "objective": [], "gap_bound": []}
-    if record:
-        steps = int(n_iter.max()) if B else 0
-        history["iteration"] = list(range(1, steps + 1))
-        for key in ("objective", "gap_bound"):
-            # Problems that stopped earlier read NaN (the caller forward-fills them).
-            history[key] = [[sol[key][k] if k < len(sol[key]) else math.nan for sol in sols]
-                            for k in range(steps)]
+    history = (stack_histories([{**sol, "iteration": list(range(1, len(sol["objective"]) + 1))}
+                                for sol in sols], ("objective", "gap_bound")) if record
+               else {"iteration": [], "objective": [], "gap_bound": []})
     return {"theta": torch.from_numpy(out).to(dtype=S.dtype), "n_iter": torch.from_numpy(n_iter),
             "converged": torch.from_numpy(converged), "history": history}
