@@ -18,7 +18,7 @@ from sklearn.covariance import EmpiricalCovariance, empirical_covariance, log_li
 from sklearn.model_selection import check_cv
 
 from ..exceptions import ConvergenceWarning
-from .graphical_lasso import METHODS, graphical_lasso, graphical_lasso_path
+from .graphical_lasso import check_method, graphical_lasso, graphical_lasso_path
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -33,9 +33,7 @@ class _GraphicalLassoBase(EmpiricalCovariance):
     """Shared parameter checks, data handling and the solve for both estimators."""
 
     def _check_common(self) -> None:
-        if self.method != "auto" and self.method not in METHODS:
-            raise ValueError(f"method must be 'auto' or one of {sorted(METHODS)}, "
-                             f"got {self.method!r}")
+        check_method(self.method)
         if not isinstance(self.tol, numbers.Real) or not self.tol > 0:
             raise ValueError(f"tol must be a number > 0, got {self.tol!r}")
         if self.max_iter is not None and (

@@ -49,7 +49,7 @@ from ._certificates import (
 from ._result import GraphicalLassoResult
 from ._screening import components, group_blocks, whole_problem
 
-__all__ = ["graphical_lasso", "graphical_lasso_path", "resolve_method", "METHODS",
+__all__ = ["graphical_lasso", "graphical_lasso_path", "check_method", "resolve_method", "METHODS",
            "AUTO_METHOD"]
 
 # name -> (solver, default max_iter). Each solver takes (S, alpha, mask, tol=, max_iter=,
@@ -66,14 +66,17 @@ METHODS: dict[str, tuple[Callable[..., dict], int]] = {
 AUTO_METHOD: dict[str, str] = {"cpu": "bcd", "cuda": "admm"}
 
 
+def check_method(method: Any) -> None:
+    """Refuse a ``method`` that is neither ``"auto"`` nor a key of :data:`METHODS`."""
+    if method != "auto" and method not in METHODS:
+        raise ValueError(f"method must be 'auto' or one of {sorted(METHODS)}, got {method!r}")
+
+
 def resolve_method(method: str, S: torch.Tensor) -> str:
     """The algorithm ``method`` names for S: itself, or for ``"auto"`` the entry of
     :data:`AUTO_METHOD` for S's device type (ADMM where none is listed)."""
-    if method == "auto":
-        return AUTO_METHOD.get(S.device.type, "admm")
-    if method not in METHODS:
-        raise ValueError(f"method must be 'auto' or one of {sorted(METHODS)}, got {method!r}")
-    return method
+    check_method(method)
+    return AUTO_METHOD.get(S.device.type, "admm") if method == "auto" else method
 
 
 def _check_alpha(alpha: Any, batch: int | None, like: torch.Tensor) -> torch.Tensor:
@@ -218,8 +221,7 @@ def graphical_lasso(
     blocks (0 when every block has size 1). For a batch, the certificates, ``n_iter`` and
     ``converged`` have shape (B,).
     """
-    if method != "auto" and method not in METHODS:
-        raise ValueError(f"method must be 'auto' or one of {sorted(METHODS)}, got {method!r}")
+    check_method(method)  # before the (costlier) checks of S
     try:
         tol = float(tol)
     except (TypeError, ValueError):
