@@ -169,3 +169,25 @@ def test_converged_means_the_summed_certificate_meets_tol():
         assert res.converged == (res.relative_gap <= 1e-10)
         assert len(res.history["gap_bound"]) == len(res.history["iteration"])
     assert res.converged
+
+
+@settings(max_examples=60, deadline=None)
+@given(p=st.integers(1, 40), density=st.floats(0.0, 0.3), seed=st.integers(0, 2**31 - 1))
+def test_components_match_scipy(p, density, seed):
+    """The compiled depth-first search finds the components SciPy's csgraph finds, on drawn
+    random graphs from empty to well connected (as index sets: labels may be numbered
+    differently)."""
+    import torch
+    from scipy.sparse.csgraph import connected_components
+
+    from graphopt.solvers._screening import components
+
+    rng = np.random.default_rng(seed)
+    upper = np.triu(rng.random((p, p)) < density, 1)
+    adj = upper | upper.T
+    S = np.where(adj, 0.5, 0.0) + np.eye(p)  # |S_ij| > α = 0.25 exactly on the edges
+    got = components(torch.from_numpy(S)[None], torch.tensor([0.25], dtype=torch.float64))[0]
+    n, labels = connected_components(adj, directed=False)
+    want = sorted((np.flatnonzero(labels == c) for c in range(n)),
+                  key=lambda ix: (-ix.size, int(ix[0])))
+    assert [ix.tolist() for ix in got] == [ix.tolist() for ix in want]
