@@ -60,6 +60,9 @@ MARK_START = "<!-- solvers-benchmark:start -->"
 MARK_END = "<!-- solvers-benchmark:end -->"
 SOLVED_GAP = 1e-6          # relative gap to the best objective that counts as solved
 GRAPHOPT_TOL = 1e-6        # graphopt's default tol: certified relative gap
+REPEAT_BELOW_S = 0.25      # calls faster than this are repeated ...
+REPEATS = 5                # ... up to this many times in all ...
+REPEAT_BUDGET_S = 1.0      # ... while their total stays below this; the median is reported
 DEFAULT = "graphopt-auto"  # the method the ratios are taken against (graphical_lasso's default)
 PEERS = ["sklearn", "gglasso", "cvxpy"]
 
@@ -333,12 +336,24 @@ def run_one(method: str, S: np.ndarray, alpha: float) -> dict[str, Any]:
         return {"status": f"error ({type(exc).__name__})", "seconds": time.perf_counter() - start,
                 "error": str(exc)[:200]}
     seconds = time.perf_counter() - start
+    # A single millisecond-scale call is at the mercy of one cache miss or collector pause
+    # (one 30-variable solve read 18.5 ms once and 1.6–2.3 ms in every repeat); fast calls
+    # are therefore repeated, for every solver alike, and their median is reported.
+    times = [seconds]
+    while seconds < REPEAT_BELOW_S and len(times) < REPEATS and sum(times) < REPEAT_BUDGET_S:
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theta, n_iter, ok, extras = _solve(method, S, alpha)
+        times.append(time.perf_counter() - start)
+    seconds = float(np.median(times))
     theta = 0.5 * (np.asarray(theta, dtype=np.float64) + np.asarray(theta, dtype=np.float64).T)
     obj = float(glasso_objective(S, theta, alpha))
     cert = glasso_certificate(S, theta, alpha)[1] if S.shape[0] <= 2000 else None
     off = ~np.eye(S.shape[0], dtype=bool)
     return {"status": "converged" if ok else "not converged", "seconds": seconds,
-            "n_iter": n_iter, "objective": obj if np.isfinite(obj) else None,
+            "n_iter": n_iter, "repeats": len(times),
+            "objective": obj if np.isfinite(obj) else None,
             "certified_rel_gap": cert if cert is None or np.isfinite(cert) else None,
             "nnz_fraction": float((theta[off] != 0).mean()) if S.shape[0] > 1 else 0.0,
             **extras}

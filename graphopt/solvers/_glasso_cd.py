@@ -62,47 +62,25 @@ _NEWTON_MAX = 2000    # largest active set solved directly (factor of up to n²/
 
 
 @njit(cache=True)
-def _full_pass(W: np.ndarray, s: np.ndarray, lam: np.ndarray, beta: np.ndarray,
-               v: np.ndarray, j: int) -> float:
-    """One coordinate pass over every i ≠ j of column j's lasso (s, lam: column j of S and
-    of the weights), keeping v = Wβ on all p entries (contiguous rows, so the update
-    vectorises; v_j is never read); returns max W_ii |Δβ_i|."""
-    p = W.shape[0]
-    biggest = 0.0
-    for i in range(p):
-        if i == j:
-            continue
-        wii = W[i, i]
-        old = beta[i]
-        new = soft(s[i] - v[i] + wii * old, lam[i]) / wii
-        if new != old:
-            d = new - old
-            beta[i] = new
-            row = W[i]
-            for k in range(p):
-                v[k] += d * row[k]
-            change = wii * abs(d)
-            if change > biggest:
-                biggest = change
-    return biggest
+def _pass(Wm: np.ndarray, s: np.ndarray, lam: np.ndarray, beta: np.ndarray, v: np.ndarray,
+          n: int) -> float:
+    """One coordinate pass over the n coordinates of a lasso ½βᵀWmβ − sᵀβ + Σ lam_i |β_i|,
+    keeping v = Wm β up to date along Wm's contiguous rows; returns max Wm_ii |Δβ_i|.
 
-
-@njit(cache=True)
-def _compact_pass(Wa: np.ndarray, sa: np.ndarray, la: np.ndarray, ba: np.ndarray,
-                  va: np.ndarray, n: int) -> float:
-    """One coordinate pass over the active set held compactly (Wa = W_AA, sa, la, ba, va the
-    entries of s, λ, β and v = W_AA β_A on A); returns max W_ii |Δβ_i|."""
+    Full passes run it on W itself with lam_j = +inf, which pins β_j at 0 (soft(x, ∞) = 0)
+    so that W acts as W₁₁ (v_j is carried along and never read); active passes run it on
+    the compact copy of the active set."""
     biggest = 0.0
     for a in range(n):
-        waa = Wa[a, a]
-        old = ba[a]
-        new = soft(sa[a] - va[a] + waa * old, la[a]) / waa
+        waa = Wm[a, a]
+        old = beta[a]
+        new = soft(s[a] - v[a] + waa * old, lam[a]) / waa
         if new != old:
             d = new - old
-            ba[a] = new
-            row = Wa[a]
+            beta[a] = new
+            row = Wm[a]
             for k in range(n):
-                va[k] += d * row[k]
+                v[k] += d * row[k]
             change = waa * abs(d)
             if change > biggest:
                 biggest = change
@@ -279,10 +257,11 @@ def _sweeps(W: np.ndarray, S: np.ndarray, lam: np.ndarray, Beta: np.ndarray,
                 beta[i] = Beta[i, j] if i != j else 0.0
                 s[i] = S[i, j]
                 lj[i] = lam[i, j]
+            lj[j] = math.inf  # β_j is not a coefficient of column j's lasso
             _refresh(W, beta, v)
             m = 0  # W changes from column to column: no factor carries over
             for _pass_no in range(_FULL_PASSES):
-                if _full_pass(W, s, lj, beta, v, j) <= inner_tol:
+                if _pass(W, s, lj, beta, v, p) <= inner_tol:
                     break
                 # The active set, copied out contiguously, until it settles.
                 n = 0
@@ -304,7 +283,7 @@ def _sweeps(W: np.ndarray, S: np.ndarray, lam: np.ndarray, Beta: np.ndarray,
                     pos[i] = a
                 last = math.inf
                 for passes in range(1, _ACTIVE_PASSES + 1):
-                    change = _compact_pass(Wa, sa, la, ba, va, n)
+                    change = _pass(Wa, sa, la, ba, va, n)
                     if change <= inner_tol:
                         break
                     # Newton only where coordinate descent is slow (it contracts by less
