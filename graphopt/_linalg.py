@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import torch
 
-__all__ = ["symmetrize", "logdet_pd", "spd_inverse"]
+__all__ = ["symmetrize", "logdet_pd", "spd_inverse", "spd_inverse_logdet"]
 
 ArrayT = TypeVar("ArrayT")
 
@@ -43,10 +43,22 @@ def logdet_pd(A: torch.Tensor) -> torch.Tensor:
 
 def spd_inverse(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(A⁻¹, is_pd) for a batch of symmetric matrices; the inverse is garbage where not PD."""
+    inv, _, ok = spd_inverse_logdet(A)
+    return inv, ok
+
+
+def spd_inverse_logdet(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(A⁻¹, log det A, is_pd) for a batch of symmetric matrices from one factorisation
+    (Cholesky, or eigh for p ≤ 32); log det is −inf and the inverse garbage where not PD."""
     if A.shape[-1] <= _SMALL:
         ev, Q = torch.linalg.eigh(A)
         ok = ev[..., 0] > 0
-        inv = (Q / ev.clamp_min(torch.finfo(A.dtype).tiny).unsqueeze(-2)) @ Q.transpose(-1, -2)
-        return symmetrize(inv), ok
+        safe = ev.clamp_min(torch.finfo(A.dtype).tiny)
+        inv = (Q / safe.unsqueeze(-2)) @ Q.transpose(-1, -2)
+        logdet = torch.log(safe).sum(-1)
+        return symmetrize(inv), torch.where(ok, logdet, torch.full_like(logdet, -float("inf"))), ok
     chol, info = torch.linalg.cholesky_ex(A)
-    return torch.cholesky_inverse(chol), info == 0
+    ok = info == 0
+    logdet = 2.0 * torch.log(chol.diagonal(dim1=-2, dim2=-1)).sum(-1)
+    return (torch.cholesky_inverse(chol), torch.where(ok, logdet, torch.full_like(logdet, -float("inf"))),
+            ok)

@@ -241,8 +241,9 @@ def _bcd_compiled(S: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor, W: t
                       max_iter, np.ascontiguousarray(W64[b]), np.ascontiguousarray(C64[b]))
             for b in range(B)]
     theta = torch.from_numpy(np.stack([sol["theta"] for sol in sols])).to(S.dtype)
-    dual = project_dual(S.double(), torch.from_numpy(np.stack([sol["W"] for sol in sols])),
-                        alpha.double(), mask.double()).to(S.dtype)
+    # Each problem's W̃ is the projection of its W onto the dual box, already formed for its
+    # last certificate.
+    dual = torch.from_numpy(np.stack([sol["W_dual"] for sol in sols])).to(S.dtype)
     history = (stack_histories(sols, ("objective", "gap_bound")) if record
                else {"iteration": [], "objective": [], "gap_bound": []})
     converged = torch.tensor([sol["converged"] for sol in sols], dtype=torch.bool)

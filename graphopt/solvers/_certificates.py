@@ -46,10 +46,12 @@ def _alpha3(alpha: torch.Tensor) -> torch.Tensor:
 
 
 def primal_objective(S: torch.Tensor, theta: torch.Tensor, alpha: torch.Tensor,
-                     mask: torch.Tensor) -> torch.Tensor:
-    """f(Θ) for a batch (B, p, p); +inf where Θ is not positive definite."""
+                     mask: torch.Tensor, *, logdet: torch.Tensor | None = None) -> torch.Tensor:
+    """f(Θ) for a batch (B, p, p); +inf where Θ is not positive definite. ``logdet``: log det Θ
+    if the caller already has it (from the factorisation that inverted Θ)."""
     l1 = (theta.abs() * mask).sum(dim=(-2, -1))
-    return -logdet_pd(theta) + (S * theta).sum(dim=(-2, -1)) + alpha * l1
+    ld = logdet_pd(theta) if logdet is None else logdet
+    return -ld + (S * theta).sum(dim=(-2, -1)) + alpha * l1
 
 
 def project_dual(S: torch.Tensor, W: torch.Tensor, alpha: torch.Tensor,

@@ -336,15 +336,16 @@ def _logdet(A: np.ndarray) -> float:
 
 
 def _gap(S: np.ndarray, lam: np.ndarray, theta: np.ndarray, W: np.ndarray
-         ) -> tuple[float, float]:
-    """(f(Θ), f(Θ) − d(W̃)): the objective and the certified gap (+inf if Θ is not PD)."""
+         ) -> tuple[float, float, np.ndarray]:
+    """(f(Θ), f(Θ) − d(W̃), W̃): the objective, the certified gap (+inf if Θ or W̃ is not PD)
+    and the dual point W̃ = S + clip(W − S, −λ, λ), the projection of W onto the dual box."""
+    Wt = S + np.clip(W - S, -lam, lam)
     ld = _logdet(theta)
     if not math.isfinite(ld):
-        return math.inf, math.inf
+        return math.inf, math.inf, Wt
     f = -ld + float((S * theta).sum()) + float((lam * np.abs(theta)).sum())
-    Wt = S + np.clip(W - S, -lam, lam)
     d = _logdet(Wt) + S.shape[0]
-    return f, (f - d if math.isfinite(d) else math.inf)
+    return f, (f - d if math.isfinite(d) else math.inf), Wt
 
 
 def solve_one(S: np.ndarray, lam: np.ndarray, tol: float, max_sweeps: int, W: np.ndarray,
@@ -363,6 +364,7 @@ def solve_one(S: np.ndarray, lam: np.ndarray, tol: float, max_sweeps: int, W: np
     hist_gap: list[float] = []
     hist_it: list[int] = []
     theta = np.diag(1.0 / np.diag(W))
+    W_dual = S + np.clip(W - S, -lam, lam)
     while sweeps < max_sweeps:
         settled = True
         if p > 1:
@@ -373,7 +375,7 @@ def solve_one(S: np.ndarray, lam: np.ndarray, tol: float, max_sweeps: int, W: np
             sweeps += 1
         theta = _precision(W, Beta)
         theta = 0.5 * (theta + theta.T)
-        f, gap = _gap(S, lam, theta, W)
+        f, gap, W_dual = _gap(S, lam, theta, W)
         hist_it.append(sweeps)
         hist_obj.append(f)
         hist_gap.append(gap)
@@ -386,5 +388,5 @@ def solve_one(S: np.ndarray, lam: np.ndarray, tol: float, max_sweeps: int, W: np
         inner /= _TIGHTEN
         if inner * scale < 1e-13 * float(np.abs(np.diag(W)).max()):
             break  # at round-off: tightening further cannot help
-    return {"theta": theta, "W": W, "n_iter": sweeps, "converged": converged,
+    return {"theta": theta, "W": W, "W_dual": W_dual, "n_iter": sweeps, "converged": converged,
             "iteration": hist_it, "objective": hist_obj, "gap_bound": hist_gap}

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from graphopt._linalg import symmetrize
+from graphopt._linalg import spd_inverse_logdet, symmetrize
 from .._tensor import (
     ArrayLike,
     _relative_tolerance,
@@ -156,8 +156,8 @@ def _finalise(S: torch.Tensor, sol: dict, alpha: torch.Tensor, mask: torch.Tenso
             fb = symmetrize(fallback)
             theta = torch.where(bad.reshape(-1, 1, 1), fb, theta)
     S64, t64, a64, m64 = S.double(), theta.double(), alpha.double(), mask.double()
-    W, is_pd = spd_inverse(t64)
-    obj = primal_objective(S64, t64, a64, m64)
+    W, logdet_theta, is_pd = spd_inverse_logdet(t64)
+    obj = primal_objective(S64, t64, a64, m64, logdet=logdet_theta)
     # W̃: the best dual-feasible point the solver has, the projection of Θ⁻¹ and the solver's
     # own dual iterate (ADMM: S + ρU; BCD: its projected W), whichever has the larger d.
     candidates = [W] + ([sol["dual"]] if sol.get("dual") is not None else [])
