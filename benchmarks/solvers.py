@@ -319,6 +319,13 @@ def _solve(method: str, S: np.ndarray, alpha: float) -> tuple[np.ndarray, int, b
     raise ValueError(f"unknown method {method!r}; known: {METHODS}")
 
 
+def _quiet_solve(method: str, S: np.ndarray, alpha: float) -> tuple[np.ndarray, int, bool, dict]:
+    """:func:`_solve` with the solvers' own warnings silenced (the benchmark records status)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _solve(method, S, alpha)
+
+
 def run_one(method: str, S: np.ndarray, alpha: float) -> dict[str, Any]:
     """Time one solve and evaluate what it returned (outside the timing)."""
     from graphopt.solvers import glasso_objective
@@ -326,9 +333,7 @@ def run_one(method: str, S: np.ndarray, alpha: float) -> dict[str, Any]:
 
     start = time.perf_counter()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            theta, n_iter, ok, extras = _solve(method, S, alpha)
+        theta, n_iter, ok, extras = _quiet_solve(method, S, alpha)
     except FloatingPointError as exc:  # scikit-learn's "Non SPD result"
         return {"status": "failed (Non SPD)", "seconds": time.perf_counter() - start,
                 "error": str(exc)[:200]}
@@ -342,9 +347,7 @@ def run_one(method: str, S: np.ndarray, alpha: float) -> dict[str, Any]:
     times = [seconds]
     while seconds < REPEAT_BELOW_S and len(times) < REPEATS and sum(times) < REPEAT_BUDGET_S:
         start = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            theta, n_iter, ok, extras = _solve(method, S, alpha)
+        theta, n_iter, ok, extras = _quiet_solve(method, S, alpha)
         times.append(time.perf_counter() - start)
     seconds = float(np.median(times))
     theta = 0.5 * (np.asarray(theta, dtype=np.float64) + np.asarray(theta, dtype=np.float64).T)

@@ -54,11 +54,11 @@ def spd_inverse_logdet(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
         ev, Q = torch.linalg.eigh(A)
         ok = ev[..., 0] > 0
         safe = ev.clamp_min(torch.finfo(A.dtype).tiny)
-        inv = (Q / safe.unsqueeze(-2)) @ Q.transpose(-1, -2)
+        inv = symmetrize((Q / safe.unsqueeze(-2)) @ Q.transpose(-1, -2))
         logdet = torch.log(safe).sum(-1)
-        return symmetrize(inv), torch.where(ok, logdet, torch.full_like(logdet, -float("inf"))), ok
-    chol, info = torch.linalg.cholesky_ex(A)
-    ok = info == 0
-    logdet = 2.0 * torch.log(chol.diagonal(dim1=-2, dim2=-1)).sum(-1)
-    return (torch.cholesky_inverse(chol), torch.where(ok, logdet, torch.full_like(logdet, -float("inf"))),
-            ok)
+    else:
+        chol, info = torch.linalg.cholesky_ex(A)
+        ok = info == 0
+        inv = torch.cholesky_inverse(chol)
+        logdet = 2.0 * torch.log(chol.diagonal(dim1=-2, dim2=-1)).sum(-1)
+    return inv, torch.where(ok, logdet, torch.full_like(logdet, -float("inf"))), ok

@@ -353,6 +353,8 @@ def solve_one(S: np.ndarray, lam: np.ndarray, tol: float, max_sweeps: int, W: np
     """One problem from the start (W, Beta), both updated in place: sweeps, certificate,
     tighten, until the relative gap ≤ tol or ``max_sweeps`` sweeps in all. ``lam`` is the
     (p, p) matrix of weights α·mask; W must be positive definite and dual feasible."""
+    if max_sweeps < 1:
+        raise ValueError(f"max_sweeps must be >= 1, got {max_sweeps}")
     p = S.shape[0]
     W[np.diag_indices(p)] = np.diag(S) + np.diag(lam)
     off = ~np.eye(p, dtype=bool)
@@ -363,9 +365,7 @@ def solve_one(S: np.ndarray, lam: np.ndarray, tol: float, max_sweeps: int, W: np
     hist_obj: list[float] = []
     hist_gap: list[float] = []
     hist_it: list[int] = []
-    theta = np.diag(1.0 / np.diag(W))
-    W_dual = S + np.clip(W - S, -lam, lam)
-    while sweeps < max_sweeps:
+    while True:  # at least one round: max_sweeps ≥ 1
         settled = True
         if p > 1:
             done, settled = _sweeps(W, S, lam, Beta, min(_CHECK_EVERY, max_sweeps - sweeps),
@@ -381,6 +381,8 @@ def solve_one(S: np.ndarray, lam: np.ndarray, tol: float, max_sweeps: int, W: np
         hist_gap.append(gap)
         if math.isfinite(gap) and gap <= tol * max(abs(f), 1.0):
             converged = True
+            break
+        if sweeps >= max_sweeps:
             break
         if not settled:
             continue  # the sweeps still move W by more than thr: certify again later

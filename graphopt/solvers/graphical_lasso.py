@@ -363,9 +363,9 @@ def _solve_blocks(S: torch.Tensor, alpha: torch.Tensor, penalize_diagonal: bool,
     groups = group_blocks(blocks)
     if list(groups) == [p]:
         # Every problem is one block (screening off, or nothing splits): solve in place.
-        sol = solver(S, alpha, penalty_mask(p, penalize_diagonal, dtype=dt, device=dev), tol=tol,
-                     max_iter=max_iter, theta0=theta0)
-        fin = _finalise(S, sol, alpha, penalty_mask(p, penalize_diagonal, dtype=dt, device=dev))
+        mask = penalty_mask(p, penalize_diagonal, dtype=dt, device=dev)
+        sol = solver(S, alpha, mask, tol=tol, max_iter=max_iter, theta0=theta0)
+        fin = _finalise(S, sol, alpha, mask)
         fin.update(converged=sol["converged"] & fin["pd"], n_iter=sol["n_iter"],
                    history=sol["history"])
         return fin
