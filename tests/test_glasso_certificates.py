@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from graphopt.exceptions import ConvergenceWarning
@@ -83,6 +83,9 @@ def test_bound_recomputed_from_fields_alone(method, kind, seed, p, alpha, max_it
 
 @settings(max_examples=8, deadline=None)
 @given(seed=st.integers(0, 10_000), p=st.integers(2, 8), B=st.integers(2, 4))
+# A screened float32 batch (blocks 3 + 1) whose gap, certified on the assembled matrix
+# instead of block by block, came out at −1.9e-11.
+@example(seed=390, p=4, B=4)
 def test_batched_and_torch_certificates(seed, p, B):
     S = np.stack([make_covariance(KINDS[(seed + b) % len(KINDS)], seed + b, p) for b in range(B)])
     alphas = np.linspace(0.05, 0.3, B) * S.diagonal(axis1=1, axis2=2).mean(axis=1)

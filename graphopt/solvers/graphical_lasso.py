@@ -17,8 +17,8 @@ whole batch are solved together and the results (and certificates) reassembled.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -322,37 +322,6 @@ def _merge_results(fin: dict, sub: dict, idx: torch.Tensor) -> dict:
     return out
 
 
-class _BlockGroup(NamedTuple):
-    """The blocks of one size k across a batch, as index tensors: block n is the submatrix
-    S[problems[n]][rows[n], cols[n]] of problem ``problems[n]``."""
-
-    size: int
-    problems_np: np.ndarray
-    problems: torch.Tensor     # (n,)
-    batch_index: torch.Tensor  # (n, 1, 1), to index S[batch_index, rows, cols]
-    rows: torch.Tensor         # (n, k, 1)
-    cols: torch.Tensor         # (n, 1, k)
-    alpha: torch.Tensor        # (n,) the α of each block's problem
-
-    def singleton_diagonal(self, S: torch.Tensor, penalize_diagonal: bool
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
-        """For k = 1, (i, w): the variable of each block and its closed form
-        W_ii = W̃_ii = S_ii + α·[diagonal penalised], Θ_ii = 1/w, f = d = log w + 1."""
-        i = self.rows[:, 0, 0]
-        return i, S[self.problems, i, i] + (self.alpha if penalize_diagonal
-                                            else torch.zeros_like(self.alpha))
-
-
-def _block_groups(groups: dict[int, tuple[np.ndarray, np.ndarray]], alpha: torch.Tensor
-                  ) -> Iterator[_BlockGroup]:
-    """The groups of :func:`group_blocks` as index tensors on alpha's device."""
-    for k, (pb_np, idx_np) in groups.items():
-        pb = torch.as_tensor(pb_np, device=alpha.device)
-        idx = torch.as_tensor(idx_np, device=alpha.device)
-        yield _BlockGroup(k, pb_np, pb, pb.reshape(-1, 1, 1), idx.unsqueeze(-1),
-                          idx.unsqueeze(-2), alpha.index_select(0, pb))
-
-
 def _solve_blocks(S: torch.Tensor, alpha: torch.Tensor, penalize_diagonal: bool,
                   blocks: list[list[np.ndarray]], solver: Callable[..., dict], *, tol: float,
                   max_iter: int, theta0: torch.Tensor | None) -> dict:
@@ -369,9 +338,6 @@ def _solve_blocks(S: torch.Tensor, alpha: torch.Tensor, penalize_diagonal: bool,
         fin.update(converged=sol["converged"] & fin["pd"], n_iter=sol["n_iter"],
                    history=sol["history"])
         return fin
-    if p <= _CERTIFY_WHOLE_UP_TO:
-        return _solve_blocks_certify_whole(S, alpha, penalize_diagonal, groups, solver, tol=tol,
-                                           max_iter=max_iter, theta0=theta0)
     precision = torch.zeros_like(S)
     covariance = torch.zeros_like(S)
     dual_cov = torch.zeros(S.shape, dtype=torch.float64, device=dev)
@@ -381,20 +347,26 @@ def _solve_blocks(S: torch.Tensor, alpha: torch.Tensor, penalize_diagonal: bool,
     n_iter = torch.zeros(B, dtype=torch.long, device=dev)
     ok = torch.ones(B, dtype=torch.long, device=dev)
     parts: list[tuple[np.ndarray, dict]] = []
-    for g in _block_groups(groups, alpha):
-        pb, bb, rows, cols = g.problems, g.batch_index, g.rows, g.cols
-        if g.size == 1:
-            i, w = g.singleton_diagonal(S, penalize_diagonal)
+    for k, (pb_np, idx_np) in groups.items():
+        pb = torch.as_tensor(pb_np, device=dev)
+        idx = torch.as_tensor(idx_np, device=dev)
+        rows, cols = idx.unsqueeze(-1), idx.unsqueeze(-2)
+        bb = pb.reshape(-1, 1, 1)
+        a_g = alpha.index_select(0, pb)
+        if k == 1:
+            # Closed form: Θ_ii = 1/(S_ii + α·pen), W_ii = W̃_ii = S_ii + α·pen, f = d = log W_ii + 1.
+            i = idx[:, 0]
+            w = S[pb, i, i] + (a_g if penalize_diagonal else torch.zeros_like(a_g))
             precision[pb, i, i] = 1.0 / w
             covariance[pb, i, i] = w
             dual_cov[pb, i, i] = w.double()
             objective.index_add_(0, pb, torch.log(w.double()) + 1.0)
             continue
-        mask = penalty_mask(g.size, penalize_diagonal, dtype=dt, device=dev)
+        mask = penalty_mask(k, penalize_diagonal, dtype=dt, device=dev)
         S_g = S[bb, rows, cols]
         th0 = None if theta0 is None else theta0[bb, rows, cols]
-        sol = solver(S_g, g.alpha, mask, tol=tol, max_iter=max_iter, theta0=th0)
-        fin = _finalise(S_g, sol, g.alpha, mask)
+        sol = solver(S_g, a_g, mask, tol=tol, max_iter=max_iter, theta0=th0)
+        fin = _finalise(S_g, sol, a_g, mask)
         precision[bb, rows, cols] = fin["precision"]
         covariance[bb, rows, cols] = fin["covariance"]
         dual_cov[bb, rows, cols] = fin["dual_covariance"]
@@ -403,69 +375,11 @@ def _solve_blocks(S: torch.Tensor, alpha: torch.Tensor, penalize_diagonal: bool,
         kkt.scatter_reduce_(0, pb, fin["kkt"], reduce="amax")
         n_iter.scatter_reduce_(0, pb, sol["n_iter"], reduce="amax")
         ok.scatter_reduce_(0, pb, (sol["converged"] & fin["pd"]).long(), reduce="amin")
-        parts.append((g.problems_np, sol["history"]))
+        parts.append((pb_np, sol["history"]))
     return {"precision": precision, "covariance": covariance, "dual_covariance": dual_cov,
             "objective": objective, "dual_gap": gap, "relative_gap": relative_gap(gap, objective),
             "kkt": kkt, "converged": ok.bool(), "n_iter": n_iter,
             "history": _sum_histories(parts, objective, gap, B)}
-
-
-#: Up to this p, a screened problem is certified once, whole, after its blocks are solved;
-#: above it, group by group (blocks of one size together). Each group's certificate costs
-#: a fixed ~0.2 ms of small tensor operations, which dominated small screened problems
-#: (wine, breast cancer, digits at p = 13–61: 25–35 % of the call); the whole-matrix
-#: factorisations grow as p³ and already cost more than the groups' at p = 100–300.
-_CERTIFY_WHOLE_UP_TO = 64
-
-
-def _solve_blocks_certify_whole(S: torch.Tensor, alpha: torch.Tensor, penalize_diagonal: bool,
-                                groups: dict[int, tuple[np.ndarray, np.ndarray]],
-                                solver: Callable[..., dict], *, tol: float, max_iter: int,
-                                theta0: torch.Tensor | None) -> dict:
-    """:func:`_solve_blocks` for small p: solve the blocks, assemble the block-diagonal Θ,
-    its positive definite fallback and the solvers' dual points, and certify the whole
-    problem once. For block-diagonal Θ and W̃ (W̃_ij = 0 across blocks, dual feasible since
-    |S_ij| ≤ α there) f and d are the sums over the blocks, so the certificate is the one
-    the blocks would give, with W̃ = the better of Θ⁻¹ and the solvers' duals per problem."""
-    B, p, _ = S.shape
-    dev, dt = S.device, S.dtype
-    theta = torch.zeros_like(S)
-    fallback = torch.zeros_like(S)
-    dual = torch.zeros_like(S)
-    n_iter = torch.zeros(B, dtype=torch.long, device=dev)
-    ok = torch.ones(B, dtype=torch.long, device=dev)
-    parts: list[tuple[np.ndarray, dict]] = []
-    any_fallback = False
-    for g in _block_groups(groups, alpha):
-        pb, bb, rows, cols = g.problems, g.batch_index, g.rows, g.cols
-        if g.size == 1:
-            i, w = g.singleton_diagonal(S, penalize_diagonal)
-            theta[pb, i, i] = fallback[pb, i, i] = 1.0 / w
-            dual[pb, i, i] = w
-            continue
-        mask = penalty_mask(g.size, penalize_diagonal, dtype=dt, device=dev)
-        th0 = None if theta0 is None else theta0[bb, rows, cols]
-        sol = solver(S[bb, rows, cols], g.alpha, mask, tol=tol, max_iter=max_iter, theta0=th0)
-        block = symmetrize(sol["theta"])
-        theta[bb, rows, cols] = block
-        pd_block = sol.get("theta_pd")
-        any_fallback = any_fallback or pd_block is not None
-        fallback[bb, rows, cols] = block if pd_block is None else symmetrize(pd_block)
-        # A solver without a dual iterate (QUIC) offers its block's Θ⁻¹, the candidate the
-        # per-group certificate would have used.
-        dual_block = sol.get("dual")
-        dual[bb, rows, cols] = spd_inverse(block)[0] if dual_block is None else dual_block
-        n_iter.scatter_reduce_(0, pb, sol["n_iter"], reduce="amax")
-        ok.scatter_reduce_(0, pb, sol["converged"].long(), reduce="amin")
-        parts.append((g.problems_np, sol["history"]))
-    mask_p = penalty_mask(p, penalize_diagonal, dtype=dt, device=dev)
-    # An unconverged problem whose assembled Θ is not positive definite falls back, in
-    # _finalise, to the assembly of its blocks' fallbacks (converged blocks: their own Θ).
-    fin = _finalise(S, {"theta": theta, "theta_pd": fallback if any_fallback else None,
-                        "dual": dual}, alpha, mask_p)
-    fin.update(converged=ok.bool() & fin["pd"], n_iter=n_iter,
-               history=_sum_histories(parts, fin["objective"], fin["dual_gap"], B))
-    return fin
 
 
 def _sum_histories(parts: list[tuple[np.ndarray, dict]], objective: torch.Tensor,
